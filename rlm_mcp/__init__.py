@@ -1,0 +1,60 @@
+"""rlm-mcp: Recursive Language Models as an MCP server, a Python library and a CLI.
+
+Names are resolved lazily (PEP 562) so that `import rlm_mcp` — and with it the server's start-up —
+does not pay for the sandbox, the loop or any provider SDK until they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from rlm_mcp._version import __version__
+
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "BudgetExceededError": "rlm_mcp.errors",
+    "ConfigError": "rlm_mcp.errors",
+    "ContextError": "rlm_mcp.errors",
+    "ContextNotFoundError": "rlm_mcp.errors",
+    "InputTooLargeError": "rlm_mcp.errors",
+    "MissingAPIKeyError": "rlm_mcp.errors",
+    "ProviderError": "rlm_mcp.errors",
+    "ProviderTimeoutError": "rlm_mcp.errors",
+    "RLMError": "rlm_mcp.errors",
+    "SamplingUnavailableError": "rlm_mcp.errors",
+    "SandboxError": "rlm_mcp.errors",
+    "Settings": "rlm_mcp.config",
+    "UnreadablePathError": "rlm_mcp.errors",
+}
+
+#: A literal list on purpose: adding a public name is a decision (tests/test_package.py checks it).
+__all__ = [
+    "BudgetExceededError",
+    "ConfigError",
+    "ContextError",
+    "ContextNotFoundError",
+    "InputTooLargeError",
+    "MissingAPIKeyError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "RLMError",
+    "SamplingUnavailableError",
+    "SandboxError",
+    "Settings",
+    "UnreadablePathError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlm_mcp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m rlm_mcp.bench NAME` prints a table of measured figures."""

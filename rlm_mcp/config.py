@@ -1,0 +1,172 @@
+"""Settings and their defaults: explicit arguments win, then `RLM_MCP_*` variables, then defaults.
+
+Library code takes keyword arguments defaulting to the `DEFAULT_*` constants below and never reads
+the environment; only `cli.py` and `Settings.from_env()` do, so a library user's process
+environment cannot silently change a run. `ENV_VARS` is the single documented table (the README,
+`.env.example` and a test all check against it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from rlm_mcp.errors import ConfigError
+
+__all__ = [
+    "ENV_VARS",
+    "Settings",
+    "default_home",
+]
+
+# Store
+DEFAULT_MAX_STORE_BYTES = 20 * 1024**3
+DEFAULT_MAX_AGE_DAYS = 30.0
+DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+# Sandbox
+DEFAULT_EXEC_TIMEOUT = 60.0
+DEFAULT_MAX_OUTPUT_CHARS = 20_000
+DEFAULT_WORKER_MEMORY_MB = 2048
+DEFAULT_MAX_SESSIONS = 8
+DEFAULT_SESSION_IDLE_SECONDS = 1800.0
+# LM
+DEFAULT_BACKEND = "openai"
+DEFAULT_MODEL = "gpt-5-mini"
+DEFAULT_MAX_CONCURRENCY = 16
+DEFAULT_LM_TIMEOUT = 120.0
+DEFAULT_MAX_RETRIES = 4
+# Loop
+DEFAULT_MAX_ITERATIONS = 20
+DEFAULT_MAX_DEPTH = 1
+# Server
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+#: Every environment variable rlm-mcp reads, with what it means. Provider variables are read by
+#: the provider adapters' presets (see `rlm_mcp.lm`), listed here so the docs stay complete.
+ENV_VARS: dict[str, str] = {
+    "RLM_MCP_HOME": (
+        "Data folder (contexts, sub-call cache, trajectories); default: platform cache."
+    ),
+    "RLM_MCP_MAX_STORE_BYTES": "Cap on the context store's size; oldest-used contexts are evicted.",
+    "RLM_MCP_MAX_AGE_DAYS": "Contexts unused for longer than this are evicted (0 disables).",
+    "RLM_MCP_BACKEND": "Root-model backend: openai, anthropic, ollama, vllm, sampling, ...",
+    "RLM_MCP_MODEL": "Root-model name.",
+    "RLM_MCP_SUB_BACKEND": "Backend for sub-calls (llm_query). Default: the root backend.",
+    "RLM_MCP_SUB_MODEL": "Model for sub-calls. Default: the root model.",
+    "RLM_MCP_MAX_CONCURRENCY": "Concurrent sub-calls across the whole process (default 16).",
+    "RLM_MCP_LM_TIMEOUT": "Seconds before one model call times out.",
+    "RLM_MCP_MAX_RETRIES": "Retries on 429/5xx/connection errors.",
+    "RLM_MCP_SUBCALL_CACHE": "1/0: cache identical temperature-0 sub-calls on disk (default 1).",
+    "RLM_MCP_EXEC_TIMEOUT": "Seconds a run_repl call may run before it is interrupted.",
+    "RLM_MCP_MAX_OUTPUT_CHARS": "Cap on the printed output one REPL call returns.",
+    "RLM_MCP_WORKER_MEMORY_MB": "Address-space limit of a sandbox worker, above its context.",
+    "RLM_MCP_MAX_SESSIONS": "Live sandbox workers at most; the oldest idle one is closed first.",
+    "RLM_MCP_SESSION_IDLE_SECONDS": "Idle sandbox sessions are closed after this many seconds.",
+    "RLM_MCP_MAX_ITERATIONS": "Root-model turns at most in one rlm_complete.",
+    "RLM_MCP_MAX_DEPTH": "Recursion depth of llm_query inside the sandbox (1 = plain sub-calls).",
+    "RLM_MCP_TOKEN": "Bearer token for the HTTP transport; required when binding off loopback.",
+    "RLM_MCP_LOG_LEVEL": "Logging level on stderr (DEBUG, INFO, WARNING, ...).",
+    "OPENAI_API_KEY": "Key for the openai backend.",
+    "OPENAI_BASE_URL": "Base URL for the openai backend (any OpenAI-compatible server).",
+    "ANTHROPIC_API_KEY": "Key for the anthropic backend.",
+    "ANTHROPIC_BASE_URL": "Base URL for the anthropic backend.",
+    "OPENROUTER_API_KEY": "Key for the openrouter preset.",
+    "GEMINI_API_KEY": "Key for the gemini preset (OpenAI-compatible endpoint).",
+}
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The platform's cache folder for rlm-mcp, or `RLM_MCP_HOME` when set."""
+    env = os.environ if environ is None else environ
+    if env.get("RLM_MCP_HOME"):
+        return Path(env["RLM_MCP_HOME"]).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "rlm-mcp"
+    if sys.platform == "win32":
+        base = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "rlm-mcp" / "Cache"
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rlm-mcp"
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean: use 1 or 0.")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Resolved configuration for one process (server, CLI command or benchmark)."""
+
+    home: Path = field(default_factory=default_home)
+    max_store_bytes: int = DEFAULT_MAX_STORE_BYTES
+    max_age_days: float = DEFAULT_MAX_AGE_DAYS
+    backend: str = DEFAULT_BACKEND
+    model: str = DEFAULT_MODEL
+    sub_backend: str | None = None
+    sub_model: str | None = None
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    lm_timeout: float = DEFAULT_LM_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    subcall_cache: bool = True
+    exec_timeout: float = DEFAULT_EXEC_TIMEOUT
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    worker_memory_mb: int = DEFAULT_WORKER_MEMORY_MB
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
+    max_depth: int = DEFAULT_MAX_DEPTH
+    token: str | None = None
+    log_level: str = "WARNING"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home / "contexts"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "subcalls"
+
+    @property
+    def trajectory_dir(self) -> Path:
+        return self.home / "trajectories"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from `RLM_MCP_*` variables; keyword overrides (e.g. CLI flags) win.
+
+        Overrides that are None are ignored, so argparse namespaces can be passed straight in.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {"home": default_home(env)}
+        for f in fields(cls):
+            if f.name == "home":
+                continue
+            raw = env.get(f"RLM_MCP_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f"RLM_MCP_{f.name.upper()}", raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _convert(name: str, raw: str, annotation: object) -> object:
+    kind = str(annotation)
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number.") from None
+    if kind.startswith("bool"):
+        return _parse_bool(name, raw)
+    return raw

@@ -1,0 +1,124 @@
+"""The project's exceptions, in one tree so callers can catch as broadly or narrowly as they need.
+
+```
+RLMError                          every error rlm-mcp raises on purpose
+├── ConfigError                   bad or missing configuration (flags, env vars, backend names)
+│   └── MissingAPIKeyError        a provider needs a key that is not set
+├── ContextError                  anything about stored contexts
+│   ├── ContextNotFoundError      unknown handle or name
+│   ├── InputTooLargeError        a load or a read over a configured cap
+│   └── UnreadablePathError       missing path, no permission, nothing textual to load
+├── SandboxError                  host-side misuse of a REPL session (closed session, bad limits)
+├── ProviderError                 a language-model call failed after its retries
+│   ├── ProviderTimeoutError      ... because it ran out of time
+│   └── SamplingUnavailableError  the MCP client cannot sample (no capability, no back channel)
+└── BudgetExceededError           a token/cost/time budget ran out (the loop turns it into a result)
+```
+
+Messages name the thing and the fix, because they end up in front of a person or a model that has
+to act on them. The server maps these to tool errors and the CLI to one stderr line with exit 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetExceededError",
+    "ConfigError",
+    "ContextError",
+    "ContextNotFoundError",
+    "InputTooLargeError",
+    "MissingAPIKeyError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "RLMError",
+    "SamplingUnavailableError",
+    "SandboxError",
+    "UnreadablePathError",
+]
+
+
+class RLMError(Exception):
+    """Base of every error rlm-mcp raises on purpose."""
+
+
+class ConfigError(RLMError):
+    """Configuration is missing or wrong; the message says which setting to change."""
+
+
+class MissingAPIKeyError(ConfigError):
+    """A provider needs an API key that is not set."""
+
+    def __init__(self, provider: str, env_var: str) -> None:
+        self.provider = provider
+        self.env_var = env_var
+        super().__init__(
+            f"No API key for {provider}: set {env_var} (or pass api_key=...), "
+            "or use --backend sampling to let the MCP client's own model answer."
+        )
+
+
+class ContextError(RLMError):
+    """Something about a stored context."""
+
+
+class ContextNotFoundError(ContextError, KeyError):
+    """No context with that handle or name is stored."""
+
+    def __init__(self, handle: str) -> None:
+        self.handle = handle
+        super().__init__(
+            f"Context {handle!r} not found. Call list_contexts (CLI: `rlm-mcp contexts`) "
+            "to see stored handles, or load it again with load_context."
+        )
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class InputTooLargeError(ContextError):
+    """An input or a requested read is larger than a configured cap."""
+
+
+class UnreadablePathError(ContextError):
+    """A path to load does not exist, cannot be read, or holds nothing textual."""
+
+
+class SandboxError(RLMError):
+    """The host used a REPL session wrongly (for example after closing it).
+
+    Mistakes in the sandboxed code itself are not raised: they come back as an `ExecResult`
+    with a status, so a model can read them and try again.
+    """
+
+
+class ProviderError(RLMError):
+    """A language-model call failed after its retries."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        status: int | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.status = status
+        super().__init__(message)
+
+
+class ProviderTimeoutError(ProviderError):
+    """A language-model call ran out of time."""
+
+
+class SamplingUnavailableError(ProviderError):
+    """The MCP client cannot answer sampling requests on this connection."""
+
+
+class BudgetExceededError(RLMError):
+    """A budget (tokens, cost, wall time) ran out; `which` names the budget."""
+
+    def __init__(self, which: str, message: str) -> None:
+        self.which = which
+        super().__init__(message)

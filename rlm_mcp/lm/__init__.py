@@ -1,0 +1,1 @@
+"""Language-model clients: one protocol, one adapter per provider (see base.py)."""

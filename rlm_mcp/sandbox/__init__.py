@@ -1,0 +1,1 @@
+"""Sandboxed REPL sessions: RestrictedPython inside a limited worker process."""

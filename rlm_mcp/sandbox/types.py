@@ -1,0 +1,55 @@
+"""Values that cross the sandbox seam. The model's mistakes are data here, never exceptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["ErrorInfo", "ExecResult", "ExecStatus", "FinalAnswer", "VariableInfo"]
+
+#: ok: ran to the end; error: the code raised; timeout: interrupted (state kept) or killed
+#: (`reset` says which); violation: refused by the sandbox policy (compile or run time);
+#: crashed: the worker died (memory, signal) and the session was reset.
+ExecStatus = Literal["ok", "error", "timeout", "violation", "crashed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    type: str
+    message: str
+    line: int | None = None  # line in the *user's* code, 1-based
+
+
+@dataclass(frozen=True, slots=True)
+class VariableInfo:
+    name: str
+    type: str
+    summary: str  # short: "str, 1,024 chars", "list, 12 items", "int = 42"
+
+
+@dataclass(frozen=True, slots=True)
+class FinalAnswer:
+    """Set when the code called FINAL(...)/FINAL_VAR(...) or set answer["ready"] = True."""
+
+    value: str
+    source: Literal["FINAL", "FINAL_VAR", "answer"]
+    variable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    status: ExecStatus
+    output: str = ""
+    error: ErrorInfo | None = None
+    variables: tuple[VariableInfo, ...] = ()
+    truncated: bool = False
+    output_chars: int = 0  # characters printed before the cap was applied
+    duration_s: float = 0.0
+    reset: bool = False  # the worker was killed and restarted: every variable is gone
+    final: FinalAnswer | None = None
+    sub_calls: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
