@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
-__all__ = ["ErrorInfo", "ExecResult", "ExecStatus", "FinalAnswer", "VariableInfo"]
+__all__ = [
+    "ErrorInfo",
+    "ExecResult",
+    "ExecStatus",
+    "FinalAnswer",
+    "SubCallHandler",
+    "VariableInfo",
+]
 
 #: ok: ran to the end; error: the code raised; timeout: interrupted (state kept) or killed
 #: (`reset` says which); violation: refused by the sandbox policy (compile or run time);
@@ -53,3 +61,14 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+class SubCallHandler(Protocol):
+    """The parent's answer to `llm_query`/`llm_query_batched` from sandboxed code.
+
+    It gets every prompt of one call at once (one for `llm_query`), answers them (concurrently,
+    under the process-wide limit) and returns the texts in order. Raising `RLMError` makes the
+    sandboxed call raise a `RuntimeError` with that message, which the model can read.
+    """
+
+    async def __call__(self, prompts: Sequence[str], *, model: str | None = None) -> list[str]: ...
