@@ -33,6 +33,7 @@ class Usage:
     latency_s: float = 0.0
     cost: float | None = None
     cached: bool = False
+    estimated: bool = False  # tokens guessed (len // 4) because the provider reported none
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +45,13 @@ class Completion:
 
 @runtime_checkable
 class LM(Protocol):
-    """A language model. `model` names it in usage records and cache keys."""
+    """A language model. `model` and `backend` name it in usage records, errors and cache keys."""
 
     @property
     def model(self) -> str: ...
+
+    @property
+    def backend(self) -> str: ...
 
     async def complete(
         self,

@@ -1,0 +1,1 @@
+"""Fakes that ship with the library so tests, demos and benchmarks need no real provider."""

@@ -1,0 +1,241 @@
+"""A local HTTP server speaking OpenAI Chat Completions and Anthropic Messages wire formats.
+
+Real SDKs point at it (`base_url=fake.openai_base_url` / `fake.anthropic_base_url`) so tests and
+benchmarks exercise the same code path as production, on 127.0.0.1 only. It can script replies
+(a list, or a function of the request JSON), add latency, force status codes with headers,
+return malformed bodies or `null` content, and it records every request it received.
+
+    with FakeProvider(["hello"], latency=0.1) as fake:
+        lm = resolve_lm("openai", model_name="m", api_key="k", base_url=fake.openai_base_url)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["FakeProvider", "ForcedResponse", "RecordedRequest"]
+
+Reply = Sequence[str] | Callable[[dict[str, Any]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    json: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ForcedResponse:
+    """One canned answer that overrides the scripted reply: a status, headers and a raw body."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    delay: float = 0.0
+
+
+class FakeProvider:
+    """Start with `with FakeProvider(...) as fake:` or `.start()` / `.close()`."""
+
+    def __init__(
+        self,
+        replies: Reply | None = None,
+        *,
+        latency: float = 0.0,
+        usage: Mapping[str, int] | None = None,
+    ) -> None:
+        self._fn = replies if callable(replies) else None
+        self._replies = deque([] if replies is None or callable(replies) else list(replies))
+        self.default_reply = "ok" if replies is None else None
+        self.latency = latency
+        self.usage = dict(usage) if usage else {"input_tokens": 10, "output_tokens": 5}
+        self.requests: list[RecordedRequest] = []
+        self._forced: deque[ForcedResponse] = deque()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- scripting -------------------------------------------------------------------------
+    def fail_next(
+        self,
+        status: int,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        times: int = 1,
+        delay: float = 0.0,
+    ) -> None:
+        """The next `times` requests answer with `status` (an API-style JSON error by default)."""
+        raw = (
+            body
+            if body is not None
+            else json.dumps(
+                {"error": {"type": "fake_error", "message": f"forced {status}"}}
+            ).encode()
+        )
+        with self._lock:
+            for _ in range(times):
+                self._forced.append(ForcedResponse(status, dict(headers or {}), raw, delay))
+
+    def malformed_next(self, times: int = 1) -> None:
+        """The next `times` requests answer 200 with a body that is not JSON."""
+        self.fail_next(
+            200, headers={"content-type": "application/json"}, body=b"{not json", times=times
+        )
+
+    def respond_next(self, status: int, payload: Any, *, times: int = 1) -> None:
+        """The next `times` requests answer with exactly this JSON payload."""
+        self.fail_next(
+            status,
+            headers={"content-type": "application/json"},
+            body=json.dumps(payload).encode(),
+            times=times,
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "FakeProvider not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    def start(self) -> FakeProvider:
+        handler = _make_handler(self)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        server.block_on_close = False
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="fake-provider", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeProvider:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- answering -------------------------------------------------------------------------
+    def _next_text(self, request: dict[str, Any]) -> str | None:
+        if self._fn is not None:
+            return self._fn(request)
+        with self._lock:
+            if self._replies:
+                return self._replies.popleft()
+        return self.default_reply
+
+    def _answer(self, path: str, request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            forced = self._forced.popleft() if self._forced else None
+        if forced is not None:
+            if forced.delay:
+                time.sleep(forced.delay)
+            return forced.status, dict(forced.headers), forced.body
+        if self.latency:
+            time.sleep(self.latency)
+        text = self._next_text(request)
+        if text is None:
+            err = {"error": {"type": "fake_error", "message": "FakeProvider ran out of replies"}}
+            return 500, {}, json.dumps(err).encode()
+        model = str(request.get("model", "fake"))
+        u = self.usage
+        if path.endswith("/messages"):
+            body: dict[str, Any] = {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": u.get("input_tokens", 0),
+                    "output_tokens": u.get("output_tokens", 0),
+                    "cache_read_input_tokens": u.get("cached_tokens", 0),
+                    "cache_creation_input_tokens": 0,
+                },
+            }
+        else:
+            body = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": text},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": u.get("input_tokens", 0),
+                    "completion_tokens": u.get("output_tokens", 0),
+                    "total_tokens": u.get("input_tokens", 0) + u.get("output_tokens", 0),
+                    "prompt_tokens_details": {"cached_tokens": u.get("cached_tokens", 0)},
+                },
+            }
+        return 200, {"content-type": "application/json"}, json.dumps(body).encode()
+
+
+def _make_handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                payload = json.loads(raw or b"{}")
+            except ValueError:
+                payload = {"_raw": raw.decode("utf-8", "replace")}
+            with fake._lock:
+                fake.requests.append(
+                    RecordedRequest(
+                        "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, payload
+                    )
+                )
+            status, headers, body = fake._answer(self.path, payload)
+            try:
+                self.send_response(status)
+                headers.setdefault("content-type", "application/json")
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout test)
+                pass
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler
