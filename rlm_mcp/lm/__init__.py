@@ -56,14 +56,13 @@ class Preset:
 
     base_url: str
     key_env: str | None
-    base_url_env: str | None = None
 
 
 PRESETS: dict[str, Preset] = {
-    "ollama": Preset("http://localhost:11434/v1", None, "OLLAMA_BASE_URL"),
-    "vllm": Preset("http://localhost:8000/v1", None, "VLLM_BASE_URL"),
-    "llamacpp": Preset("http://localhost:8080/v1", None, "LLAMACPP_BASE_URL"),
-    "lmstudio": Preset("http://localhost:1234/v1", None, "LMSTUDIO_BASE_URL"),
+    "ollama": Preset("http://localhost:11434/v1", None),
+    "vllm": Preset("http://localhost:8000/v1", None),
+    "llamacpp": Preset("http://localhost:8080/v1", None),
+    "lmstudio": Preset("http://localhost:1234/v1", None),
     "openrouter": Preset("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
     "gemini": Preset("https://generativelanguage.googleapis.com/v1beta/openai/", "GEMINI_API_KEY"),
 }
@@ -147,7 +146,6 @@ def resolve_lm(
         api_key = api_key or env.get(preset.key_env)
         if not api_key:
             raise MissingAPIKeyError(name, preset.key_env)
-    base_url = base_url or (env.get(preset.base_url_env) if preset.base_url_env else None)
     if not model:
         raise ConfigError(
             f"Backend {name!r} needs a model name: pass model_name=... or use '{name}:MODEL' "
