@@ -14,36 +14,52 @@ from rlm_mcp._version import __version__
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "BudgetExceededError": "rlm_mcp.errors",
+    "Completion": "rlm_mcp.lm.base",
     "ConfigError": "rlm_mcp.errors",
     "ContextError": "rlm_mcp.errors",
     "ContextNotFoundError": "rlm_mcp.errors",
     "InputTooLargeError": "rlm_mcp.errors",
+    "LM": "rlm_mcp.lm.base",
+    "Message": "rlm_mcp.lm.base",
     "MissingAPIKeyError": "rlm_mcp.errors",
+    "ModelUsageSummary": "rlm_mcp.lm.usage",
     "ProviderError": "rlm_mcp.errors",
     "ProviderTimeoutError": "rlm_mcp.errors",
     "RLMError": "rlm_mcp.errors",
     "SamplingUnavailableError": "rlm_mcp.errors",
     "SandboxError": "rlm_mcp.errors",
+    "ScriptedLM": "rlm_mcp.lm.scripted",
     "Settings": "rlm_mcp.config",
     "UnreadablePathError": "rlm_mcp.errors",
+    "Usage": "rlm_mcp.lm.base",
+    "UsageSummary": "rlm_mcp.lm.usage",
+    "resolve_lm": "rlm_mcp.lm",
 }
 
 #: A literal list on purpose: adding a public name is a decision (tests/test_package.py checks it).
 __all__ = [
     "BudgetExceededError",
+    "Completion",
     "ConfigError",
     "ContextError",
     "ContextNotFoundError",
     "InputTooLargeError",
+    "LM",
+    "Message",
     "MissingAPIKeyError",
+    "ModelUsageSummary",
     "ProviderError",
     "ProviderTimeoutError",
     "RLMError",
     "SamplingUnavailableError",
     "SandboxError",
+    "ScriptedLM",
     "Settings",
     "UnreadablePathError",
+    "Usage",
+    "UsageSummary",
     "__version__",
+    "resolve_lm",
 ]
 
 
