@@ -1,0 +1,469 @@
+"""What sandboxed code may touch: RestrictedPython guards, builtins, module proxies, AST rewrite.
+
+Measured (see shared/notes/sandbox-hardening.md): the holes of a textbook RestrictedPython setup
+are in what the integrator hands over. So imports return read-only proxies of named functions,
+never module objects; attribute access refuses modules, `format`/`format_map` and `mro`; builtins
+are an explicit allow-list without BaseException/SystemExit/type/getattr.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import random as _random
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from RestrictedPython import compile_restricted_exec
+from RestrictedPython.Eval import default_guarded_getitem
+from RestrictedPython.Guards import (
+    full_write_guard,
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    safer_getattr,
+)
+from RestrictedPython.transformer import INSPECT_ATTRIBUTES
+
+__all__ = [
+    "ALLOWED_MODULES",
+    "CappedPrinter",
+    "ModuleProxy",
+    "PolicyViolation",
+    "SandboxTimeout",
+    "build_globals",
+    "compile_user_code",
+    "guarded_getattr",
+]
+
+USER_FILENAME = "<repl>"
+
+
+class SandboxTimeout(BaseException):
+    """Raised in the worker's main thread by the soft timer; not reachable from user code."""
+
+
+class PolicyViolation(Exception):
+    """Sandboxed code asked for something the policy refuses (import, attribute)."""
+
+
+class ModuleProxy:
+    """A read-only namespace of vetted callables standing in for a module."""
+
+    __slots__ = ("_members", "_name")
+
+    def __init__(self, name: str, members: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_members", types.MappingProxyType(dict(members)))
+
+    def __getattr__(self, attr: str) -> Any:
+        members = object.__getattribute__(self, "_members")
+        if attr in members:
+            return members[attr]
+        name = object.__getattribute__(self, "_name")
+        raise AttributeError(
+            f"module {name!r} in the sandbox has no {attr!r}; available: {', '.join(members)}"
+        )
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise PolicyViolation("sandbox modules are read-only")
+
+    def __dir__(self) -> list[str]:
+        return list(object.__getattribute__(self, "_members"))
+
+    def __repr__(self) -> str:
+        return f"<sandbox module {object.__getattribute__(self, '_name')}>"
+
+
+_MODULE_MEMBERS: dict[str, tuple[str, ...]] = {
+    "re": [
+        "compile",
+        "search",
+        "match",
+        "fullmatch",
+        "findall",
+        "finditer",
+        "sub",
+        "subn",
+        "split",
+        "escape",
+        "purge",
+        "IGNORECASE",
+        "I",
+        "MULTILINE",
+        "M",
+        "DOTALL",
+        "S",
+        "VERBOSE",
+        "X",
+        "ASCII",
+        "A",
+        "error",
+        "Pattern",
+        "Match",
+    ],
+    "json": ("loads", "dumps", "JSONDecodeError"),
+    "math": tuple(n for n in dir(__import__("math")) if not n.startswith("_")),
+    "statistics": [
+        "mean",
+        "fmean",
+        "geometric_mean",
+        "harmonic_mean",
+        "median",
+        "median_low",
+        "median_high",
+        "median_grouped",
+        "mode",
+        "multimode",
+        "pstdev",
+        "pvariance",
+        "stdev",
+        "variance",
+        "quantiles",
+        "StatisticsError",
+    ],
+    "collections": ("Counter", "defaultdict", "OrderedDict", "deque", "namedtuple", "ChainMap"),
+    "itertools": tuple(n for n in dir(__import__("itertools")) if not n.startswith("_")),
+    "functools": ("reduce", "partial", "lru_cache", "cache", "cmp_to_key", "total_ordering"),
+    "heapq": [
+        "heappush",
+        "heappop",
+        "heapify",
+        "heapreplace",
+        "heappushpop",
+        "nlargest",
+        "nsmallest",
+        "merge",
+    ],
+    "bisect": ("bisect", "bisect_left", "bisect_right", "insort", "insort_left", "insort_right"),
+    "string": [
+        "ascii_letters",
+        "ascii_lowercase",
+        "ascii_uppercase",
+        "digits",
+        "hexdigits",
+        "octdigits",
+        "punctuation",
+        "printable",
+        "whitespace",
+        "capwords",
+        "Template",
+    ],
+    "textwrap": ("wrap", "fill", "dedent", "indent", "shorten"),
+    "difflib": [
+        "SequenceMatcher",
+        "get_close_matches",
+        "unified_diff",
+        "context_diff",
+        "ndiff",
+        "Differ",
+    ],
+    "datetime": ("date", "datetime", "time", "timedelta", "timezone", "MINYEAR", "MAXYEAR"),
+    "hashlib": ("md5", "sha1", "sha224", "sha256", "sha384", "sha512", "blake2b", "blake2s"),
+    "base64": [
+        "b64encode",
+        "b64decode",
+        "urlsafe_b64encode",
+        "urlsafe_b64decode",
+        "b32encode",
+        "b32decode",
+        "b16encode",
+        "b16decode",
+    ],
+    "unicodedata": [
+        "lookup",
+        "name",
+        "decimal",
+        "digit",
+        "numeric",
+        "category",
+        "bidirectional",
+        "combining",
+        "east_asian_width",
+        "mirrored",
+        "decomposition",
+        "normalize",
+        "is_normalized",
+        "unidata_version",
+    ],
+}
+_RANDOM_METHODS = [
+    "random",
+    "randint",
+    "randrange",
+    "choice",
+    "choices",
+    "shuffle",
+    "sample",
+    "uniform",
+    "gauss",
+    "seed",
+    "betavariate",
+    "expovariate",
+    "triangular",
+]
+
+ALLOWED_MODULES: tuple[str, ...] = tuple(sorted([*_MODULE_MEMBERS, "random"]))
+
+
+def _build_proxy(name: str, rng: _random.Random) -> ModuleProxy:
+    if name == "random":
+        return ModuleProxy("random", {m: getattr(rng, m) for m in _RANDOM_METHODS})
+    module = __import__(name)
+    members = {}
+    for member in _MODULE_MEMBERS[name]:
+        value = getattr(module, member, None)
+        if value is None or isinstance(value, types.ModuleType):
+            continue
+        members[member] = value
+    return ModuleProxy(name, members)
+
+
+def make_importer(rng: _random.Random) -> Callable[..., ModuleProxy]:
+    """A guarded `__import__` handing out one cached proxy per module per session."""
+    cache: dict[str, ModuleProxy] = {}
+
+    def guarded_import(
+        name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> ModuleProxy:
+        if level != 0 or name not in ALLOWED_MODULES:
+            raise ImportError(
+                f"import of {name!r} is not allowed in the sandbox; "
+                f"allowed modules: {', '.join(ALLOWED_MODULES)}"
+            )
+        if name not in cache:
+            cache[name] = _build_proxy(name, rng)
+        return cache[name]
+
+    return guarded_import
+
+
+_DENIED_ATTRS = frozenset({"format", "format_map", "mro"}) | frozenset(INSPECT_ATTRIBUTES)
+_FAST_TYPES = frozenset({str, list, dict, set, frozenset, tuple, int, float, bytes, bool})
+
+
+def guarded_getattr(obj: Any, name: str, default: Any = None, *args: Any) -> Any:
+    """`_getattr_`: safer_getattr plus no modules, no format/format_map/mro, no frames.
+
+    Builtin container/str types take a fast path: their public attributes are all plain methods.
+    """
+    if type(name) is not str or name.startswith("_") or name in _DENIED_ATTRS:
+        raise PolicyViolation(f"access to attribute {name!r} is not allowed in the sandbox")
+    if type(obj) in _FAST_TYPES:
+        return getattr(obj, name) if default is None and not args else getattr(obj, name, default)
+    value = safer_getattr(obj, name, default, *args) if args else safer_getattr(obj, name)
+    if isinstance(value, types.ModuleType):
+        raise PolicyViolation(f"attribute {name!r} is a module; modules are not reachable")
+    return value
+
+
+_INPLACE_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "+=": operator.iadd,
+    "-=": operator.isub,
+    "*=": operator.imul,
+    "/=": operator.itruediv,
+    "//=": operator.ifloordiv,
+    "%=": operator.imod,
+    "**=": operator.ipow,
+    "<<=": operator.ilshift,
+    ">>=": operator.irshift,
+    "|=": operator.ior,
+    "^=": operator.ixor,
+    "&=": operator.iand,
+    "@=": operator.imatmul,
+}
+
+
+def inplacevar(op: str, x: Any, y: Any) -> Any:
+    """`_inplacevar_`: `x op= y` for names."""
+    try:
+        fn = _INPLACE_OPS[op]
+    except KeyError:
+        raise PolicyViolation(f"operator {op!r} is not allowed") from None
+    return fn(x, y)
+
+
+class CappedPrinter:
+    """One print collector per call, shared by every scope: stores at most `cap` characters.
+
+    It counts everything printed: printing 1 GB costs time (bounded by the timeout), no memory.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.parts: list[str] = []
+        self.stored = 0
+        self.total = 0
+
+    def __call__(self, _getattr_: Any = None) -> CappedPrinter:  # RestrictedPython's `_print_(...)`
+        return self
+
+    def write(self, text: str) -> None:
+        text = str(text)
+        self.total += len(text)
+        room = self.cap - self.stored
+        if room > 0:
+            piece = text[:room]
+            self.parts.append(piece)
+            self.stored += len(piece)
+
+    def _call_print(self, *objects: Any, **kwargs: Any) -> None:
+        kwargs.pop("file", None)
+        kwargs.pop("flush", None)
+        sep = kwargs.pop("sep", " ")
+        end = kwargs.pop("end", "\n")
+        sep = " " if sep is None else str(sep)
+        end = "\n" if end is None else str(end)
+        self.write(sep.join(str(o) for o in objects) + end)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class _Rewriter(ast.NodeTransformer):
+    """Rewrite idioms RestrictedPython refuses but models write constantly.
+
+    `x[k] += v` -> `x[k] = x[k] + v` (the target expressions are evaluated twice);
+    `obj.a += v` -> `obj.a = obj.a + v`; bare `except:` -> `except Exception:` so the sandbox's
+    timeout cannot be swallowed.
+    """
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.target, ast.Subscript | ast.Attribute):
+            load = _as_load(node.target)
+            value = ast.BinOp(left=load, op=node.op, right=node.value)
+            new = ast.Assign(targets=[node.target], value=value)
+            return ast.fix_missing_locations(ast.copy_location(new, node))
+        return node
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.AST:
+        self.generic_visit(node)
+        if node.type is None:
+            node.type = ast.copy_location(ast.Name(id="Exception", ctx=ast.Load()), node)
+        return node
+
+
+def _as_load(target: ast.expr) -> ast.expr:
+    clone = ast.parse(ast.unparse(target), mode="eval").body
+    for n in ast.walk(clone):
+        if hasattr(n, "ctx"):
+            n.ctx = ast.Load()
+    ast.copy_location(clone, target)
+    for n in ast.walk(clone):
+        ast.copy_location(n, target)
+    return clone
+
+
+def compile_user_code(source: str) -> tuple[types.CodeType | None, list[str]]:
+    """Parse, rewrite and restricted-compile; returns (code, errors)."""
+    try:
+        tree = ast.parse(source, filename=USER_FILENAME, mode="exec")
+    except SyntaxError as exc:
+        return None, [f"SyntaxError: {exc.msg} (line {exc.lineno})"]
+    tree = _Rewriter().visit(tree)
+    ast.fix_missing_locations(tree)
+    result = compile_restricted_exec(tree, filename=USER_FILENAME)
+    if result.errors:
+        return None, list(result.errors)
+    return result.code, []
+
+
+_BUILTIN_NAMES = [
+    "abs",
+    "all",
+    "any",
+    "ascii",
+    "bin",
+    "bool",
+    "bytes",
+    "callable",
+    "chr",
+    "complex",
+    "dict",
+    "divmod",
+    "enumerate",
+    "filter",
+    "float",
+    "frozenset",
+    "hash",
+    "hex",
+    "int",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "next",
+    "oct",
+    "ord",
+    "pow",
+    "range",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "slice",
+    "sorted",
+    "str",
+    "sum",
+    "tuple",
+    "zip",
+]
+_EXCEPTION_NAMES = [
+    "ArithmeticError",
+    "AssertionError",
+    "AttributeError",
+    "Exception",
+    "ImportError",
+    "IndexError",
+    "KeyError",
+    "LookupError",
+    "NameError",
+    "NotImplementedError",
+    "OverflowError",
+    "RecursionError",
+    "RuntimeError",
+    "StopIteration",
+    "TypeError",
+    "UnicodeError",
+    "UnicodeDecodeError",
+    "UnicodeEncodeError",
+    "ValueError",
+    "ZeroDivisionError",
+    "MemoryError",
+]
+
+
+def _apply(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
+def build_globals(
+    printer: CappedPrinter, rng: _random.Random, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The namespace user code runs in: guards, allow-listed builtins, importer, extras."""
+    import builtins
+
+    safe: dict[str, Any] = {n: getattr(builtins, n) for n in _BUILTIN_NAMES + _EXCEPTION_NAMES}
+    safe.update({"None": None, "True": True, "False": False})
+    safe["__import__"] = make_importer(rng)
+    return {
+        "__builtins__": safe,
+        "__name__": "__sandbox__",
+        "__metaclass__": type,
+        "_getattr_": guarded_getattr,
+        "_getitem_": default_guarded_getitem,
+        "_getiter_": iter,
+        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+        "_unpack_sequence_": guarded_unpack_sequence,
+        "_write_": full_write_guard,
+        "_inplacevar_": inplacevar,
+        "_apply_": _apply,
+        "_print_": printer,
+        **extra,
+    }

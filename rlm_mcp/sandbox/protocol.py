@@ -1,0 +1,47 @@
+"""Framing between parent and worker: 4-byte big-endian length + UTF-8 JSON. Never pickle."""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any, BinaryIO
+
+__all__ = ["MAX_FRAME_BYTES", "FrameTooLargeError", "decode", "encode", "read_frame_sync"]
+
+#: Replies are capped; the context itself travels by path, never in a frame.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+class FrameTooLargeError(Exception):
+    """A frame announced more bytes than the budget allows."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message, ensure_ascii=False).encode("utf-8")
+    if len(body) > MAX_FRAME_BYTES:
+        raise FrameTooLargeError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    return _HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    value = json.loads(body.decode("utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError("frame is not a JSON object")
+    return value
+
+
+def header_length(header: bytes) -> int:
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME_BYTES:
+        raise FrameTooLargeError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
+    return int(length)
+
+
+def read_frame_sync(stream: BinaryIO) -> dict[str, Any] | None:
+    """Blocking read used by the worker; None at end of stream."""
+    header = stream.read(4)
+    if len(header) < 4:
+        return None
+    body = stream.read(header_length(header))
+    return decode(body)

@@ -1,0 +1,341 @@
+"""Parent side of one REPL session: a limited worker process spoken to in frames.
+
+The worker is the security boundary; this side enforces what code in it cannot be trusted to do:
+a wall-clock deadline (SIGKILL of the worker's process group), a byte budget on every frame, and
+a restart after any death, cancellation or overflow, reported as `reset=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import Process
+
+from rlm_mcp.config import (
+    DEFAULT_EXEC_TIMEOUT,
+    DEFAULT_MAX_OUTPUT_CHARS,
+    DEFAULT_WORKER_MEMORY_MB,
+)
+from rlm_mcp.errors import SandboxError
+from rlm_mcp.sandbox.protocol import FrameTooLargeError, decode, encode, header_length
+from rlm_mcp.sandbox.types import (
+    ErrorInfo,
+    ExecResult,
+    FinalAnswer,
+    SubCallHandler,
+    VariableInfo,
+)
+
+__all__ = ["ContextSpec", "SandboxLimits", "SandboxSession"]
+
+logger = logging.getLogger(__name__)
+
+_RESET_NOTE = "the sandbox worker was restarted: every variable of this session is gone"
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    timeout: float = DEFAULT_EXEC_TIMEOUT
+    hard_timeout_grace: float = 5.0
+    memory_mb: int = DEFAULT_WORKER_MEMORY_MB  # on top of what the context needs
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    max_open_files: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSpec:
+    path: Path | None = None
+    text: str | None = None
+    documents: Sequence[tuple[str, int, int]] = ()
+
+    def frame(self) -> dict[str, Any]:
+        return {
+            "path": None if self.path is None else str(self.path),
+            "text": self.text,
+            "documents": [list(d) for d in self.documents],
+        }
+
+
+class _WorkerDied(Exception):
+    pass
+
+
+class _Worker:
+    """One child process and its buffered frame reader."""
+
+    def __init__(self, process: Process, tmpdir: str) -> None:
+        self.process = process
+        self.tmpdir = tmpdir
+        self.buffer = bytearray()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        try:
+            await self.process.stdin.send(encode(message))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise _WorkerDied(str(exc)) from exc
+
+    async def _fill(self, n: int) -> None:
+        assert self.process.stdout is not None
+        while len(self.buffer) < n:
+            try:
+                chunk = await self.process.stdout.receive(max(65536, n - len(self.buffer)))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise _WorkerDied("worker closed its pipe") from None
+            self.buffer += chunk
+
+    async def receive(self) -> dict[str, Any]:
+        await self._fill(4)
+        length = header_length(bytes(self.buffer[:4]))  # raises FrameTooLargeError
+        await self._fill(4 + length)
+        body = bytes(self.buffer[4 : 4 + length])
+        del self.buffer[: 4 + length]
+        return decode(body)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def aclose(self) -> None:
+        self.kill()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(5):
+                await self.process.wait()
+            await self.process.aclose()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def _worker_env() -> dict[str, str]:
+    """Only what Python needs: no keys, no HOME, no PATH secrets."""
+    return {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
+
+
+class SandboxSession:
+    """One persistent REPL: variables survive between `execute` calls until reset or death."""
+
+    def __init__(
+        self,
+        *,
+        context: ContextSpec | None = None,
+        limits: SandboxLimits = SandboxLimits(),
+        sub_calls: SubCallHandler | None = None,
+    ) -> None:
+        self.context = context
+        self.limits = limits
+        self.sub_calls = sub_calls
+        self._worker: _Worker | None = None
+        self._lock = anyio.Lock()
+        self._closed = False
+        self.last_used = time.monotonic()
+
+    @property
+    def is_alive(self) -> bool:
+        return self._worker is not None and self._worker.process.returncode is None
+
+    async def __aenter__(self) -> SandboxSession:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start the worker if it is not running (idempotent)."""
+        if self._closed:
+            raise SandboxError("this sandbox session is closed; create a new one")
+        if self.is_alive:
+            return
+        await self._spawn()
+
+    async def _spawn(self) -> None:
+        tmpdir = tempfile.mkdtemp(prefix="rlm-sbx-")
+        process = await anyio.open_process(
+            [sys.executable, "-I", "-m", "rlm_mcp.sandbox.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=tmpdir,
+            env=_worker_env(),
+            start_new_session=True,
+        )
+        worker = _Worker(process, tmpdir)
+        ctx = self.context or ContextSpec()
+        try:
+            with anyio.fail_after(60 + self.limits.hard_timeout_grace):
+                await worker.send(
+                    {
+                        "op": "init",
+                        **ctx.frame(),
+                        "max_output_chars": self.limits.max_output_chars,
+                        "memory_mb": self.limits.memory_mb,
+                        "max_open_files": self.limits.max_open_files,
+                        "hard_timeout_grace": self.limits.hard_timeout_grace,
+                        "sub_calls": self.sub_calls is not None,
+                    }
+                )
+                ready = await worker.receive()
+        except BaseException:
+            await worker.aclose()
+            raise
+        if ready.get("error"):
+            await worker.aclose()
+            raise SandboxError(f"the sandbox could not load the context: {ready['error']}")
+        self._worker = worker
+
+    async def _restart(self) -> None:
+        if self._worker is not None:
+            await self._worker.aclose()
+            self._worker = None
+        if not self._closed:
+            with anyio.CancelScope(shield=True):
+                await self._spawn()
+
+    async def execute(self, code: str, *, timeout: float | None = None) -> ExecResult:
+        """Run `code` in the session; the model's failures come back as data, never raise."""
+        async with self._lock:
+            await self.start()
+            assert self._worker is not None
+            worker = self._worker
+            soft = self.limits.timeout if timeout is None else timeout
+            t0 = time.perf_counter()
+            counter = [0]
+            self.last_used = time.monotonic()
+            reply: dict[str, Any] | None = None
+            status, note = "crashed", _RESET_NOTE
+            try:
+                with anyio.move_on_after(soft + self.limits.hard_timeout_grace):
+                    await worker.send({"op": "exec", "code": code, "timeout": soft})
+                    reply = await self._serve(worker, counter)
+                if reply is None:
+                    status = "timeout"
+                    note = f"code ran past {soft + self.limits.hard_timeout_grace:.1f}s; " + note
+            except _WorkerDied:
+                note = "the sandbox worker died (memory limit or signal); " + _RESET_NOTE
+            except FrameTooLargeError:
+                note = "the sandbox worker sent an oversized reply; " + _RESET_NOTE
+            except BaseException:
+                # Cancelled by the caller: kill the code, leave a fresh worker behind.
+                worker.kill()
+                with anyio.CancelScope(shield=True):
+                    await self._restart()
+                raise
+            finally:
+                self.last_used = time.monotonic()
+            duration = time.perf_counter() - t0
+            if reply is not None:
+                return _to_result(reply, duration, counter[0])
+            await self._restart()
+            return ExecResult(
+                status=status,  # type: ignore[arg-type]
+                error=ErrorInfo(
+                    type="TimeoutError" if status == "timeout" else "WorkerCrash", message=note
+                ),
+                duration_s=duration,
+                reset=True,
+                sub_calls=counter[0],
+                notes=(note,),
+            )
+
+    async def _serve(self, worker: _Worker, counter: list[int]) -> dict[str, Any]:
+        while True:
+            msg = await worker.receive()
+            if msg.get("op") != "llm":
+                return msg
+            prompts = [str(p) for p in msg.get("prompts", [])]
+            counter[0] += len(prompts)
+            if self.sub_calls is None:
+                answer: dict[str, Any] = {"ok": False, "error": "no sub-model in this session"}
+            else:
+                try:
+                    texts = await self.sub_calls(prompts, model=msg.get("model"))
+                    answer = {"ok": True, "texts": list(texts)}
+                except Exception as exc:
+                    answer = {"ok": False, "error": str(exc) or type(exc).__name__}
+            await worker.send({"op": "llm_reply", **answer})
+
+    async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        async with self._lock:
+            await self.start()
+            assert self._worker is not None
+            try:
+                with anyio.fail_after(60 + self.limits.hard_timeout_grace):
+                    await self._worker.send(message)
+                    return await self._worker.receive()
+            except BaseException:
+                self._worker.kill()
+                with anyio.CancelScope(shield=True):
+                    await self._restart()
+                raise
+
+    async def set_context(self, ctx: ContextSpec | None) -> None:
+        """Swap `context`/`documents`, keeping every other variable."""
+        self.context = ctx
+        if not self.is_alive:
+            return
+        reply = await self._request({"op": "context", **(ctx or ContextSpec()).frame()})
+        if reply.get("error"):
+            raise SandboxError(f"the sandbox could not load the context: {reply['error']}")
+
+    async def get_variable_text(self, name: str) -> str | None:
+        """str() of a variable of the session, None if there is none."""
+        reply = await self._request({"op": "get", "name": name})
+        value = reply.get("value")
+        return None if value is None else str(value)
+
+    async def peak_memory_kb(self) -> int:
+        """The worker's peak resident memory (for benchmarks)."""
+        reply = await self._request({"op": "peak"})
+        return int(reply.get("value") or 0)
+
+    async def reset(self) -> None:
+        """Forget every variable (a fresh worker)."""
+        async with self._lock:
+            await self._restart()
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._lock:
+            if self._worker is not None:
+                await self._worker.aclose()
+                self._worker = None
+
+
+def _to_result(reply: dict[str, Any], duration: float, sub_calls: int) -> ExecResult:
+    err = reply.get("error")
+    final = reply.get("final")
+    return ExecResult(
+        status=reply.get("status", "error"),
+        output=str(reply.get("output", "")),
+        error=None if not err else ErrorInfo(str(err["type"]), str(err["message"]), err["line"]),
+        variables=tuple(
+            VariableInfo(str(v["name"]), str(v["type"]), str(v["summary"]))
+            for v in reply.get("variables", [])
+        ),
+        truncated=bool(reply.get("truncated")),
+        output_chars=int(reply.get("output_chars", 0)),
+        duration_s=duration,
+        final=None
+        if not final
+        else FinalAnswer(str(final["value"]), final["source"], final.get("variable")),
+        sub_calls=sub_calls,
+        notes=tuple(reply.get("notes", ())),
+    )

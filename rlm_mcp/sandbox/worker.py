@@ -1,0 +1,372 @@
+"""The worker: `python -I -m rlm_mcp.sandbox.worker`. Trusted startup, then a frame loop.
+
+Startup imports everything it needs, moves fd 1 away (the protocol owns the original stdout), arms
+the parent-death signal and sets rlimits; only then does it run user code. `Executor` is the
+execution core, importable in-process for unit tests (without timers or limits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from rlm_mcp.sandbox import policy
+from rlm_mcp.sandbox.protocol import encode, read_frame_sync
+
+__all__ = ["Executor", "main"]
+
+LLMBridge = Callable[[list[str], "str | None"], list[str]]
+_INTERNAL = frozenset(
+    {
+        "context",
+        "documents",
+        "peek",
+        "grep",
+        "lines",
+        "llm_query",
+        "llm_query_batched",
+        "FINAL",
+        "FINAL_VAR",
+    }
+)
+
+
+def _summary(value: Any) -> tuple[str, str]:
+    kind = type(value).__name__
+    if isinstance(value, str):
+        return kind, f"str, {len(value):,} chars"
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return kind, f"{kind}, {len(value):,} items"
+    if isinstance(value, (int, float, bool)) or value is None:
+        text = repr(value)
+        return kind, f"{kind} = {text[:40]}"
+    return kind, kind
+
+
+class _FinalSignal:
+    def __init__(self) -> None:
+        self.value: dict[str, Any] | None = None
+
+
+class Executor:
+    """Runs user code against one persistent namespace."""
+
+    def __init__(
+        self, *, max_output_chars: int, llm: LLMBridge | None = None, use_timer: bool = False
+    ) -> None:
+        self.max_output_chars = max_output_chars
+        self.llm = llm
+        self.use_timer = use_timer
+        self.rng = random.Random()
+        self.printer = policy.CappedPrinter(max_output_chars)
+        self.final = _FinalSignal()
+        self.context = ""
+        self._lines: tuple[str, ...] | None = None
+        self.ns = policy.build_globals(self.printer, self.rng, self._helpers())
+        self.ns["context"] = ""
+        self.ns["documents"] = ()
+
+    # -- context -----------------------------------------------------------------------------
+    def set_context(
+        self, *, path: str | None, text: str | None, documents: list[list[Any]] | None
+    ) -> None:
+        if path is not None:
+            with open(path, encoding="utf-8") as fh:
+                ctx = fh.read()
+        else:
+            ctx = text or ""
+        self.context = ctx
+        self._lines = None
+        self.ns["context"] = ctx
+        self.ns["documents"] = tuple(
+            (str(name), ctx[int(start) : int(start) + int(length)])
+            for name, start, length in (documents or ())
+        )
+
+    def _helpers(self) -> dict[str, Any]:
+        def peek(start: int = 0, n: int = 2000) -> str:
+            """Return n characters of the context from `start`."""
+            return self.context[start : start + n]
+
+        def lines() -> tuple[str, ...]:
+            """All lines of the context (computed once per context)."""
+            if self._lines is None:
+                self._lines = tuple(self.context.splitlines())
+            return self._lines
+
+        def grep(pattern: str, max_results: int = 50, flags: int = 0) -> list[tuple[int, str]]:
+            """(line number, line) for lines of the context matching `pattern`."""
+            rx = re.compile(pattern, flags)
+            out: list[tuple[int, str]] = []
+            ctx = self.context
+            last_end, last_start, lineno = -1, 0, 1
+            for m in rx.finditer(ctx):
+                if m.start() <= last_end:
+                    continue
+                start = ctx.rfind("\n", 0, m.start()) + 1
+                end = ctx.find("\n", m.end())
+                end = len(ctx) if end < 0 else end
+                lineno += ctx.count("\n", last_start, start)
+                last_start, last_end = start, end
+                out.append((lineno, ctx[start:end]))
+                if len(out) >= max_results:
+                    break
+            return out
+
+        def llm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
+            """Ask the sub-model every prompt (concurrently, in the parent); answers in order."""
+            if self.llm is None:
+                raise RuntimeError("llm_query is not available: this session has no sub-model")
+            return self.llm([str(p) for p in prompts], model)
+
+        def llm_query(prompt: str, model: str | None = None) -> str:
+            """Ask the sub-model one prompt; returns its text."""
+            return llm_query_batched([prompt], model)[0]
+
+        def FINAL(value: Any) -> None:
+            """Finish: `value` is the answer."""
+            self.final.value = {"value": str(value), "source": "FINAL", "variable": None}
+
+        def FINAL_VAR(name: str) -> None:
+            """Finish with the text of the variable called `name`."""
+            if name not in self.ns or name.startswith("_"):
+                raise NameError(
+                    f"FINAL_VAR: no variable {name!r}; variables: {', '.join(self.user_names())}"
+                )
+            self.final.value = {
+                "value": str(self.ns[name]),
+                "source": "FINAL_VAR",
+                "variable": name,
+            }
+
+        return {
+            "peek": peek,
+            "lines": lines,
+            "grep": grep,
+            "llm_query": llm_query,
+            "llm_query_batched": llm_query_batched,
+            "FINAL": FINAL,
+            "FINAL_VAR": FINAL_VAR,
+        }
+
+    def user_names(self) -> list[str]:
+        return sorted(n for n in self.ns if not n.startswith("_") and n not in _INTERNAL)
+
+    # -- execution ---------------------------------------------------------------------------
+    def execute(self, code: str, timeout: float | None = None) -> dict[str, Any]:
+        self.printer = policy.CappedPrinter(self.max_output_chars)
+        self.ns["_print_"] = self.printer
+        self.final.value = None
+        before = {n: (id(self.ns[n]), _summary(self.ns[n])) for n in self.user_names()}
+        result: dict[str, Any] = {"status": "ok", "error": None, "notes": []}
+        try:
+            compiled, errors = policy.compile_user_code(code)
+        except BaseException as exc:  # huge expressions raise RecursionError/MemoryError
+            compiled, errors = None, [f"{type(exc).__name__}: {exc}"]
+        if compiled is None:
+            result["status"] = "violation" if not errors[0].startswith("SyntaxError") else "error"
+            result["error"] = {
+                "type": "SyntaxError" if result["status"] == "error" else "PolicyViolation",
+                "message": "; ".join(errors),
+                "line": None,
+            }
+            return self._finish(result, before)
+        if self.use_timer and timeout:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            exec(compiled, self.ns)
+        except policy.SandboxTimeout:
+            result["status"] = "timeout"
+            result["error"] = {
+                "type": "TimeoutError",
+                "message": f"interrupted after {timeout}s; variables kept",
+                "line": _user_line(sys.exc_info()[2]),
+            }
+        except BaseException as exc:
+            status = (
+                "violation" if isinstance(exc, policy.PolicyViolation | ImportError) else "error"
+            )
+            result["status"] = status
+            result["error"] = {
+                "type": type(exc).__name__,
+                "message": str(exc)[:2000],
+                "line": _user_line(exc.__traceback__),
+            }
+        finally:
+            if self.use_timer:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        return self._finish(result, before)
+
+    def _finish(self, result: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+        variables = []
+        try:
+            for name in self.user_names():
+                value = self.ns[name]
+                kind, summary = _summary(value)
+                if before.get(name) != (id(value), (kind, summary)):
+                    variables.append({"name": name, "type": kind, "summary": summary})
+        except BaseException:
+            pass
+        final = self.final.value
+        answer = self.ns.get("answer")
+        if final is None and isinstance(answer, dict) and answer.get("ready") is True:
+            final = {"value": str(answer.get("content", "")), "source": "answer", "variable": None}
+        printer = self.printer
+        result.update(
+            output=printer.text,
+            output_chars=printer.total,
+            truncated=printer.total > printer.stored,
+            variables=variables,
+            final=final,
+        )
+        if result["truncated"]:
+            result["notes"].append(
+                f"output truncated: showing {printer.stored:,} of {printer.total:,} characters"
+            )
+        return result
+
+    def get_variable_text(self, name: str) -> str | None:
+        if name.startswith("_") or name not in self.ns:
+            return None
+        return str(self.ns[name])
+
+
+def _user_line(tb: Any) -> int | None:
+    line = None
+    for frame, lineno in traceback.walk_tb(tb):
+        if frame.f_code.co_filename == policy.USER_FILENAME:
+            line = lineno
+    return line
+
+
+def _raise_timeout(signum: int, frame: Any) -> None:
+    raise policy.SandboxTimeout()
+
+
+def _set_limits(memory_mb: int, max_open_files: int) -> None:
+    import resource
+
+    def lim(which: int, soft: int, hard: int | None = None) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(which, (soft, soft if hard is None else hard))
+
+    lim(resource.RLIMIT_CORE, 0)
+    lim(resource.RLIMIT_FSIZE, 0)
+    lim(resource.RLIMIT_NOFILE, max_open_files)
+    lim(resource.RLIMIT_NPROC, 0)  # does not bind root; no os/threading is reachable anyway
+    vm = _vm_size()
+    lim(resource.RLIMIT_AS, vm + memory_mb * 1024 * 1024, resource.RLIM_INFINITY)
+
+
+def _vm_size() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _set_cpu_budget(seconds: float) -> None:
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    total = used.ru_utime + used.ru_stime
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CPU, (int(total + seconds) + 1, resource.RLIM_INFINITY))
+
+
+def _pdeathsig() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(4, 0)  # PR_SET_DUMPABLE = 0
+    except Exception:
+        pass
+
+
+def main() -> int:
+    """Frame loop: init, exec, context, get, ping."""
+    out: BinaryIO = os.fdopen(os.dup(1), "wb")
+    inp: BinaryIO = os.fdopen(os.dup(0), "rb")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    _pdeathsig()
+    signal.signal(signal.SIGALRM, _raise_timeout)
+
+    def send(msg: dict[str, Any]) -> None:
+        out.write(encode(msg))
+        out.flush()
+
+    def bridge(prompts: list[str], model: str | None) -> list[str]:
+        send({"op": "llm", "prompts": prompts, "model": model})
+        reply = read_frame_sync(inp)
+        if reply is None:
+            raise SystemExit(0)
+        if not reply.get("ok"):
+            raise RuntimeError(str(reply.get("error", "sub-call failed")))
+        return [str(t) for t in reply.get("texts", [])]
+
+    init = read_frame_sync(inp)
+    if init is None:
+        return 0
+    executor = Executor(
+        max_output_chars=int(init["max_output_chars"]),
+        llm=bridge if init.get("sub_calls") else None,
+        use_timer=True,
+    )
+    try:
+        executor.set_context(
+            path=init.get("path"), text=init.get("text"), documents=init.get("documents")
+        )
+        error = None
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    _set_limits(int(init["memory_mb"]), int(init["max_open_files"]))
+    hard = float(init.get("hard_timeout_grace", 5.0))
+    send({"op": "ready", "error": error})
+    while True:
+        msg = read_frame_sync(inp)
+        if msg is None:
+            return 0
+        op = msg.get("op")
+        if op == "exec":
+            timeout = msg.get("timeout")
+            _set_cpu_budget((timeout or 3600.0) + hard)
+            t0 = time.perf_counter()
+            reply = executor.execute(str(msg["code"]), timeout)
+            reply["duration_s"] = time.perf_counter() - t0
+            send({"op": "result", **reply})
+        elif op == "context":
+            try:
+                executor.set_context(
+                    path=msg.get("path"), text=msg.get("text"), documents=msg.get("documents")
+                )
+                send({"op": "ok"})
+            except BaseException as exc:
+                send({"op": "ok", "error": f"{type(exc).__name__}: {exc}"})
+        elif op == "get":
+            send({"op": "value", "value": executor.get_variable_text(str(msg["name"]))})
+        elif op == "peak":
+            import resource
+
+            send({"op": "value", "value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+        else:
+            send({"op": "ok"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
