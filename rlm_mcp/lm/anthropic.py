@@ -62,7 +62,7 @@ class AnthropicLM:
         import anyio.lowlevel
 
         token = anyio.lowlevel.current_token()
-        if self._client is None or self._client_loop is not token:
+        if self._client is None or self._client_loop != token:
             self._client = anthropic.AsyncAnthropic(
                 api_key=self.api_key,
                 base_url=self.base_url,

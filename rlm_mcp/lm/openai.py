@@ -65,7 +65,7 @@ class OpenAILM:
         import openai
 
         token = anyio.lowlevel.current_token()
-        if self._client is None or self._client_loop is not token:
+        if self._client is None or self._client_loop != token:
             self._client = openai.AsyncOpenAI(
                 api_key=self.api_key,
                 base_url=self.base_url,

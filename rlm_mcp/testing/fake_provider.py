@@ -118,9 +118,7 @@ class FakeProvider:
 
     def start(self) -> FakeProvider:
         handler = _make_handler(self)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        server.block_on_close = False
+        server = _Server(("127.0.0.1", 0), handler)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name="fake-provider", daemon=True
@@ -206,9 +204,16 @@ class FakeProvider:
         return 200, {"content-type": "application/json"}, json.dumps(body).encode()
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops bursts of connects, which then stall ~1 s
+    daemon_threads = True
+    block_on_close = False
+
+
 def _make_handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # else headers and body meet delayed ACKs: +40 ms a call
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -239,3 +244,33 @@ def _make_handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
             return
 
     return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rlm_mcp.testing.fake_provider [--latency S]`: serve until killed.
+
+    Prints the base URL on the first stdout line. Benchmarks run it in a separate process so the
+    fake server's threads do not share a GIL with the client being measured.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m rlm_mcp.testing.fake_provider")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--reply", default="ok")
+    args = parser.parse_args(argv)
+    fake = FakeProvider([], latency=args.latency)
+    fake.default_reply = args.reply
+    fake.start()
+    print(fake.url, flush=True)
+    try:
+        sys.stdin.read()  # serve until stdin closes (the parent exits or closes the pipe)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

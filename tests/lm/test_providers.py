@@ -257,3 +257,15 @@ async def test_a_refused_connection_is_retried_then_reported(
     with anyio.fail_after(10), pytest.raises(ProviderError, match="connection"):
         await lm.complete(MESSAGES)
     assert len(sleeps.waits) == 1
+
+
+async def test_the_sdk_client_is_reused_across_calls_in_one_event_loop(
+    fake: FakeProvider, closing: list[LM]
+) -> None:
+    lm = make_lm("openai", fake)
+    closing.append(lm)
+    with anyio.fail_after(10):
+        await lm.complete(MESSAGES)
+        first = lm._client  # type: ignore[attr-defined]
+        await lm.complete(MESSAGES)
+    assert lm._client is first  # type: ignore[attr-defined]

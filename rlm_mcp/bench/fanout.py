@@ -1,0 +1,137 @@
+"""Fan-out benchmark: N sub-calls through the real OpenAI SDK to a local fake provider.
+
+The fake provider runs in a child process (`python -m rlm_mcp.testing.fake_provider`).
+
+The provider answers after a fixed latency. We time the calls one by one and as one batch
+(`complete_many` under the process-wide limit) and compare the batch with the ideal
+`ceil(N / limit) * latency`; target ratio <= 1.2. The sequential ideal is `N * latency`.
+
+    python -m rlm_mcp.bench fanout [--quick] [--n 64] [--latency 0.1] [--limit 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+
+from rlm_mcp.bench._table import BenchRow, format_table
+from rlm_mcp.lm import Message, complete_many, get_max_concurrency, resolve_lm, set_max_concurrency
+
+__all__ = ["main", "measure"]
+
+
+@contextmanager
+def _provider_process(latency: float) -> Iterator[str]:
+    """The fake provider in its own process, so its threads do not compete for our GIL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlm_mcp.testing.fake_provider", "--latency", str(latency)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"fake provider did not start (got {url!r})")
+        yield url
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def _run(base_url: str, n: int, limit: int) -> tuple[float, float, float]:
+    lm = resolve_lm("openai", model_name="fake-sub", api_key="k", base_url=base_url, max_retries=0)
+    requests = [[Message("user", f"sub-call {i}")] for i in range(n)]
+    try:
+        # Warm the connection pool as a long-running server's would be; not timed.
+        await complete_many(lm, requests[:limit])
+        start = time.perf_counter()
+        for req in requests:
+            await lm.complete(req, temperature=0)
+        sequential = time.perf_counter() - start
+        start, cpu = time.perf_counter(), time.process_time()
+        results = await complete_many(lm, requests, temperature=0)
+        batched = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        assert len(results) == n
+    finally:
+        await lm.aclose()  # type: ignore[attr-defined]
+    return sequential, batched, cpu
+
+
+def measure(
+    *, quick: bool = False, n: int = 64, latency: float = 0.1, limit: int = 16
+) -> list[BenchRow]:
+    """Run the fan-out benchmark and return its table rows."""
+    if quick:
+        n, latency, limit = 8, 0.02, 4
+    before = get_max_concurrency()
+    set_max_concurrency(limit)
+    try:
+        with _provider_process(latency) as url:
+            sequential, batched, cpu = anyio.run(_run, url + "/v1", n, limit)
+    finally:
+        set_max_concurrency(before)
+    ideal_batch = math.ceil(n / limit) * latency
+    ratio = batched / ideal_batch
+    return [
+        BenchRow(
+            bench="fanout",
+            case=f"{n} sub-calls one by one ({latency * 1000:.0f} ms each)",
+            measured=sequential,
+            unit="s",
+            baseline=n * latency,
+            baseline_label="ideal n*latency",
+        ),
+        BenchRow(
+            bench="fanout",
+            case=f"{n} sub-calls batched, limit {limit}",
+            measured=batched,
+            unit="s",
+            baseline=ideal_batch,
+            baseline_label=f"ideal ceil({n}/{limit})*latency",
+            target="ratio <= 1.2",
+            passed=ratio <= 1.2,
+        ),
+        BenchRow(
+            bench="fanout",
+            case="client CPU during the batch (SDK work, one thread)",
+            measured=cpu,
+            unit="s",
+        ),
+        BenchRow(
+            bench="fanout",
+            case="speed-up of batching",
+            measured=sequential / batched,
+            unit="x",
+            baseline=float(min(n, limit)),
+            baseline_label="ideal",
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlm_mcp.bench fanout", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny run (8 calls, 20 ms, limit 4)")
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--limit", type=int, default=16)
+    args = parser.parse_args(argv)
+    rows = measure(quick=args.quick, n=args.n, latency=args.latency, limit=args.limit)
+    print(format_table(rows))
+    return 0 if all(r.passed is not False for r in rows) else 1
