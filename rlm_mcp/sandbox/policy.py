@@ -21,7 +21,6 @@ from RestrictedPython.Guards import (
     full_write_guard,
     guarded_iter_unpack_sequence,
     guarded_unpack_sequence,
-    safer_getattr,
 )
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
@@ -242,16 +241,17 @@ _DENIED_ATTRS = frozenset({"format", "format_map", "mro"}) | frozenset(INSPECT_A
 _FAST_TYPES = frozenset({str, list, dict, set, frozenset, tuple, int, float, bytes, bool})
 
 
-def guarded_getattr(obj: Any, name: str, default: Any = None, *args: Any) -> Any:
-    """`_getattr_`: safer_getattr plus no modules, no format/format_map/mro, no frames.
+def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
+    """`_getattr_`: no private names, no modules, no format/format_map/mro, no frames.
 
-    Builtin container/str types take a fast path: their public attributes are all plain methods.
+    Covers what `safer_getattr` checks (underscore names, `str.format`) for every object. Builtin
+    container/str types take a fast path: their public attributes are all plain methods.
     """
     if type(name) is not str or name.startswith("_") or name in _DENIED_ATTRS:
         raise PolicyViolation(f"access to attribute {name!r} is not allowed in the sandbox")
+    value = getattr(obj, name, *default)
     if type(obj) in _FAST_TYPES:
-        return getattr(obj, name) if default is None and not args else getattr(obj, name, default)
-    value = safer_getattr(obj, name, default, *args) if args else safer_getattr(obj, name)
+        return value
     if isinstance(value, types.ModuleType):
         raise PolicyViolation(f"attribute {name!r} is a module; modules are not reachable")
     return value

@@ -1,0 +1,166 @@
+"""The execution core and policy, in-process (coverage does not see the worker subprocess)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlm_mcp.sandbox import policy
+from rlm_mcp.sandbox.worker import Executor
+
+
+def run(code: str, ex: Executor | None = None) -> dict:
+    return (ex or Executor(max_output_chars=1000)).execute(code)
+
+
+def test_augmented_assignment_to_a_subscript_works() -> None:
+    r = run("c = {'a': 1}\nc['a'] += 2\nc['b'] = c.get('b', 0) + 1\nprint(c)")
+    assert r["output"] == "{'a': 3, 'b': 1}\n"
+
+
+def test_augmented_assignment_to_a_name_works() -> None:
+    assert run("x = 1\nx += 4\nx *= 2\nprint(x)")["output"] == "10\n"
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("x = 3\nprint(f'{x + 1}!')", "4!"),
+        ("print([i * i for i in range(4)])", "[0, 1, 4, 9]"),
+        ("print({k: v for k, v in zip('ab', [1, 2])})", "{'a': 1, 'b': 2}"),
+        ("print(sorted(['bb', 'a', 'ccc'], key=lambda s: -len(s)))", "['ccc', 'bb', 'a']"),
+        ("d = {'a': 1}\nfor k, v in d.items():\n    print(k, v)", "a 1"),
+        ("print('abcdef'[1:4], [1, 2, 3][::-1])", "bcd [3, 2, 1]"),
+        ("for i, c in enumerate('ab'):\n    print(i, c)", "0 a\n1 b"),
+        ("print(min(3, 1, 2), max([4, 9]))", "1 9"),
+        ("a, (b, c) = 1, (2, 3)\nprint(a + b + c)", "6"),
+        ("def f(*a, **k):\n    return len(a) + len(k)\nprint(f(*[1, 2], **{'z': 1}))", "3"),
+        ("from collections import Counter\nprint(Counter('aab').most_common(1))", "[('a', 2)]"),
+        ("import json\nprint(json.dumps({'a': [1]}))", '{"a": [1]}'),
+        ("import re\nprint(re.findall(r'\\d+', 'a1b22'))", "['1', '22']"),
+        ("try:\n    1/0\nexcept:\n    print('caught')", "caught"),
+    ],
+)
+def test_everyday_idioms_work(code: str, expected: str) -> None:
+    r = run(code)
+    assert r["status"] == "ok", r["error"]
+    assert r["output"].strip() == expected
+
+
+def test_print_inside_functions_reaches_the_output() -> None:
+    assert run("def f():\n    print('in f')\nf()\nprint('out')")["output"] == "in f\nout\n"
+
+
+def test_output_is_capped_with_a_note_of_what_was_cut() -> None:
+    r = Executor(max_output_chars=10).execute("for i in range(100):\n    print('abcdefghij')")
+    assert r["output"] == "abcdefghij"
+    assert r["truncated"] is True
+    assert r["output_chars"] == 1100
+    assert "10 of 1,100" in r["notes"][0]
+
+
+def test_error_reports_type_message_and_user_line() -> None:
+    r = run("x = 1\ny = 2\nraise KeyError('nope')")
+    assert r["status"] == "error"
+    assert r["error"] == {"type": "KeyError", "message": "'nope'", "line": 3}
+
+
+def test_error_inside_a_function_reports_the_user_line_of_the_raise() -> None:
+    r = run("def f():\n    return 1 / 0\n\nf()")
+    assert r["error"]["type"] == "ZeroDivisionError"
+    assert r["error"]["line"] == 2
+
+
+def test_syntax_error_is_an_error_result() -> None:
+    r = run("def (:")
+    assert r["status"] == "error"
+    assert r["error"]["type"] == "SyntaxError"
+
+
+def test_variables_summary_lists_created_and_changed_names() -> None:
+    ex = Executor(max_output_chars=100)
+    r = run("s = 'abc'\nn = [1, 2]\nk = 5", ex)
+    summaries = {v["name"]: v["summary"] for v in r["variables"]}
+    assert summaries == {"s": "str, 3 chars", "n": "list, 2 items", "k": "int = 5"}
+    r = run("k = 6", ex)
+    assert [v["name"] for v in r["variables"]] == ["k"]
+
+
+def test_state_persists_between_calls() -> None:
+    ex = Executor(max_output_chars=100)
+    run("total = 40", ex)
+    assert run("print(total + 2)", ex)["output"] == "42\n"
+
+
+def test_context_documents_and_helpers() -> None:
+    ex = Executor(max_output_chars=1000)
+    ex.set_context(path=None, text="alpha\nbeta gamma\ngamma", documents=[["a", 0, 5]])
+    r = run("print(len(context), documents, peek(6, 4), grep('gamma'), len(lines()))", ex)
+    assert r["output"] == ("22 (('a', 'alpha'),) beta [(2, 'beta gamma'), (3, 'gamma')] 3\n")
+
+
+def test_final_final_var_and_answer_dict_set_the_final_answer() -> None:
+    ex = Executor(max_output_chars=100)
+    assert run("FINAL('done')", ex)["final"] == {
+        "value": "done",
+        "source": "FINAL",
+        "variable": None,
+    }
+    r = run("res = 7\nFINAL_VAR('res')", ex)
+    assert r["final"] == {"value": "7", "source": "FINAL_VAR", "variable": "res"}
+    r = run("answer = {'content': 'hi', 'ready': True}", ex)
+    assert r["final"] == {"value": "hi", "source": "answer", "variable": None}
+    assert ex.get_variable_text("res") == "7"
+    assert ex.get_variable_text("missing") is None
+
+
+def test_final_var_of_a_missing_variable_is_an_error_listing_variables() -> None:
+    ex = Executor(max_output_chars=100)
+    run("alpha = 1", ex)
+    r = run("FINAL_VAR('beta')", ex)
+    assert r["final"] is None
+    assert r["status"] == "error"
+    assert "alpha" in r["error"]["message"]
+
+
+def test_llm_query_without_a_handler_raises_a_clear_error() -> None:
+    r = run("llm_query('hi')")
+    assert r["error"]["type"] == "RuntimeError"
+    assert "no sub-model" in r["error"]["message"]
+
+
+def test_llm_query_uses_the_bridge() -> None:
+    ex = Executor(max_output_chars=100, llm=lambda ps, model: [p.upper() for p in ps])
+    r = run("print(llm_query('a'), llm_query_batched(['b', 'c']))", ex)
+    assert r["output"] == "A ['B', 'C']\n"
+
+
+def test_every_allowed_module_imports_as_a_read_only_proxy() -> None:
+    ex = Executor(max_output_chars=100)
+    for name in policy.ALLOWED_MODULES:
+        r = run(f"import {name}", ex)
+        assert r["status"] == "ok", (name, r["error"])
+    r = run("import random\nrandom.seed(1)\nx = random.randint(1, 6)\nprint(1 <= x <= 6)", ex)
+    assert r["output"] == "True\n"
+    assert run("import math\nmath.pi = 3", ex)["status"] != "ok"
+
+
+def test_module_proxy_names_what_is_available_on_a_missing_member() -> None:
+    r = run("import json\njson.load")
+    assert "available: loads, dumps" in r["error"]["message"]
+
+
+def test_inplace_operator_table_refuses_unknown_operators() -> None:
+    with pytest.raises(policy.PolicyViolation):
+        policy.inplacevar("<>=", 1, 2)
+
+
+def test_guarded_getattr_refuses_modules_format_and_private_names() -> None:
+    import types
+
+    holder = types.SimpleNamespace(mod=types)
+    with pytest.raises(policy.PolicyViolation):
+        policy.guarded_getattr(holder, "mod")
+    for name in ("format", "format_map", "mro", "_x", "gi_frame"):
+        with pytest.raises(policy.PolicyViolation):
+            policy.guarded_getattr("s", name)
+    assert policy.guarded_getattr([], "append") is not None
