@@ -63,3 +63,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rlm-mcp: interrupted", file=sys.stderr)
         return 130
+
+
+# --- bench (issue 7) -------------------------------------------------------------------------
+
+
+def _bench_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from rlm_mcp.bench.harness import run_tasks_command
+
+    return run_tasks_command(args, environ=os.environ)
+
+
+def _bench_system(args: argparse.Namespace, settings: Settings) -> int:
+    from rlm_mcp.bench.system import run_from_args
+
+    return run_from_args(args)
+
+
+def _add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser("bench", help="accuracy/cost benchmarks and system benchmarks")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+    t = bsub.add_parser("tasks", help="run S-NIAH / OOLONG-style / pairs tasks across methods")
+    t.add_argument("--suite", default="sniah", help="sniah, oolong, pairs (comma-separated)")
+    t.add_argument("--tasks", default=None, metavar="JSONL", help="your own task file instead")
+    t.add_argument("--lengths", default="16k", help="context sizes in chars, e.g. 100k,1m,10m")
+    t.add_argument("--methods", default="rlm,base,map-reduce,sliding-window,retrieval")
+    t.add_argument("--backend", default="openai", help="openai, anthropic, ollama, vllm, llamacpp")
+    t.add_argument("--model", default=None, help="root model")
+    t.add_argument("--sub-model", default=None, help="sub-call model (default: the root model)")
+    t.add_argument("--base-url", default=None, help="OpenAI-compatible server URL")
+    t.add_argument(
+        "--local-model",
+        default=None,
+        choices=["qwen-0.5b", "qwen-1.5b"],
+        help="start llama.cpp's server on the installed Qwen GGUF parts and use it",
+    )
+    t.add_argument("--out", default="bench-results", help="folder for results.json/.csv/plot.png")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n", type=int, default=1, help="tasks per suite and length")
+    t.add_argument("--window-chars", type=int, default=None, help="base/retrieval window")
+    t.add_argument("--chunk-chars", type=int, default=None, help="map-reduce/window chunk size")
+    t.add_argument("--top-k", type=int, default=None, help="retrieval chunks")
+    t.add_argument("--max-iterations", type=int, default=None, help="rlm root turns")
+    t.add_argument("--no-plot", action="store_true", help="skip plot.png")
+    t.set_defaults(handler=_bench_tasks)
+    s = bsub.add_parser("system", help="store, sandbox, fan-out, loop, server benchmarks")
+    s.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
+    s.add_argument("--only", default=None, help="comma-separated: store,sandbox,fanout,loop,server")
+    s.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON")
+    s.set_defaults(handler=_bench_system)
+
+
+_COMMAND_GROUPS.append(_add_bench_commands)
