@@ -217,7 +217,9 @@ class Executor:
             pass
         final = self.final.value
         answer = self.ns.get("answer")
-        if final is None and isinstance(answer, dict) and answer.get("ready") is True:
+        if result["status"] != "ok":
+            final = None
+        elif final is None and isinstance(answer, dict) and answer.get("ready") is True:
             final = {"value": str(answer.get("content", "")), "source": "answer", "variable": None}
         printer = self.printer
         result.update(

@@ -1,0 +1,186 @@
+"""Sessions and the pool against real workers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+
+from rlm_mcp.errors import SandboxError
+from rlm_mcp.sandbox import ContextSpec, SandboxLimits, SandboxSession, SessionPool
+
+pytestmark = pytest.mark.anyio
+
+LIMITS = SandboxLimits(timeout=2.0, hard_timeout_grace=1.0, memory_mb=256, max_output_chars=50)
+
+
+async def test_state_persists_and_reset_forgets_it() -> None:
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            await s.execute("x = 41")
+            assert (await s.execute("print(x + 1)")).output == "42\n"
+            await s.reset()
+            r = await s.execute("print(x)")
+    assert r.error is not None and r.error.type == "NameError"
+
+
+async def test_closed_session_refuses_to_run() -> None:
+    s = SandboxSession(limits=LIMITS)
+    with anyio.fail_after(30):
+        await s.execute("pass")
+        assert s.is_alive
+        await s.close()
+    assert not s.is_alive
+    with pytest.raises(SandboxError):
+        await s.execute("pass")
+
+
+async def test_context_from_a_file_with_documents_and_set_context(tmp_path: Path) -> None:
+    path = tmp_path / "ctx.txt"
+    path.write_text("first doc|second")
+    spec = ContextSpec(path=path, documents=[("a.txt", 0, 9), ("b.txt", 10, 6)])
+    async with SandboxSession(context=spec, limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            r = await s.execute("keep = 1\nprint(documents[1][0], documents[1][1], len(context))")
+            assert r.output == "b.txt second 16\n"
+            await s.set_context(ContextSpec(text="new"))
+            r = await s.execute("print(context, keep)")
+    assert r.output == "new 1\n"
+
+
+async def test_missing_context_file_is_a_sandbox_error(tmp_path: Path) -> None:
+    s = SandboxSession(context=ContextSpec(path=tmp_path / "nope.txt"), limits=LIMITS)
+    with anyio.fail_after(30), pytest.raises(SandboxError, match="context"):
+        await s.start()
+    await s.close()
+
+
+async def test_output_cap_note_error_line_and_variables_cross_the_pipe() -> None:
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            r = await s.execute("for i in range(100):\n    print('0123456789')")
+            e = await s.execute("a = [1, 2]\n\nraise ValueError('bad')")
+    assert len(r.output) == 50 and r.truncated and r.output_chars == 1100
+    assert "truncated" in r.notes[0]
+    assert e.status == "error" and e.error is not None
+    assert (e.error.type, e.error.message, e.error.line) == ("ValueError", "bad", 3)
+    assert [(v.name, v.summary) for v in e.variables] == [("a", "list, 2 items")]
+
+
+async def test_final_markers_and_variable_text() -> None:
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            r1 = await s.execute("FINAL('yes')")
+            r2 = await s.execute("out = 'v'\nFINAL_VAR('out')")
+            r3 = await s.execute("answer = {'content': 'c', 'ready': True}")
+            r4 = await s.execute("FINAL_VAR('nothing')")
+            text = await s.get_variable_text("out")
+            none = await s.get_variable_text("nothing")
+    assert r1.final is not None and r1.final.value == "yes"
+    assert r2.final is not None and (r2.final.source, r2.final.variable) == ("FINAL_VAR", "out")
+    assert r3.final is not None and r3.final.source == "answer"
+    assert r4.final is None and r4.error is not None and "out" in r4.error.message
+    assert (text, none) == ("v", None)
+
+
+class Recorder:
+    """Test double for SubCallHandler: answers after waiting, records concurrency."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.peak = 0
+        self.calls: list[tuple[list[str], str | None]] = []
+
+    async def __call__(self, prompts: Sequence[str], *, model: str | None = None) -> list[str]:
+        self.calls.append((list(prompts), model))
+        if "fail" in prompts:
+            raise RuntimeError("provider down")
+
+        async def one(i: int, p: str) -> None:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            await anyio.sleep(0.01)
+            self.active -= 1
+            out[i] = p.upper()
+
+        out = [""] * len(prompts)
+        async with anyio.create_task_group() as tg:
+            for i, p in enumerate(prompts):
+                tg.start_soon(one, i, p)
+        return out
+
+
+async def test_llm_query_and_batched_reach_the_handler_concurrently() -> None:
+    handler = Recorder()
+    async with SandboxSession(limits=LIMITS, sub_calls=handler) as s:
+        with anyio.fail_after(30):
+            r = await s.execute(
+                "a = llm_query('x', model='m')\nb = llm_query_batched(['p', 'q', 'r'])\nprint(a, b)"
+            )
+            err = await s.execute("llm_query('fail')")
+    assert r.output == "X ['P', 'Q', 'R']\n"
+    assert r.sub_calls == 4
+    assert handler.calls[0] == (["x"], "m")
+    assert handler.peak == 3
+    assert err.error is not None
+    assert (err.error.type, err.error.message) == ("RuntimeError", "provider down")
+
+
+async def test_llm_query_without_handler_is_a_clear_error() -> None:
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            r = await s.execute("llm_query('x')")
+    assert r.error is not None and "no sub-model" in r.error.message
+
+
+async def test_code_stuck_in_c_is_killed_and_reported_reset() -> None:
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            await s.execute("kept = 1")
+            r = await s.execute("x = sum(range(10**13))")  # a C loop with no signal checks
+            after = await s.execute("print(kept)")
+    assert r.status == "timeout" and r.reset is True
+    assert "every variable" in r.notes[0]
+    assert after.error is not None and after.error.type == "NameError"
+
+
+async def test_cancellation_mid_execute_leaves_a_usable_session() -> None:
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            with anyio.move_on_after(0.3) as scope:
+                await s.execute("while True:\n    pass", timeout=60)
+            assert scope.cancelled_caught
+            r = await s.execute("print('alive')")
+    assert r.output == "alive\n"
+
+
+async def test_pool_reuses_isolates_caps_and_reaps() -> None:
+    pool = SessionPool(limits=LIMITS, max_sessions=2, idle_seconds=3600)
+    try:
+        with anyio.fail_after(60):
+            a = await pool.get("a", context=ContextSpec(text="A"), sub_calls=None)
+            await a.execute("v = 'a'")
+            assert await pool.get("a", context=ContextSpec(text="A"), sub_calls=None) is a
+            b = await pool.get("b", context=None, sub_calls=None)
+            await b.execute("pass")  # b is now more recent than a
+            again = await pool.get("a", context=ContextSpec(text="A2"), sub_calls=None)
+            assert (await again.execute("print(context, v)")).output == "A2 a\n"
+            await pool.get("c", context=None, sub_calls=None)  # cap: oldest idle (b) closed
+            assert len(pool) == 2 and "b" not in pool and "a" in pool
+            assert not b.is_alive
+            pool.idle_seconds = 0
+            assert await pool.reap_idle() == 2
+            assert len(pool) == 0
+    finally:
+        await pool.aclose()
+
+
+async def test_worker_environment_holds_no_parent_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlm_mcp.sandbox.session import _worker_env
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-leak")
+    env = _worker_env()
+    assert "OPENAI_API_KEY" not in env and "HOME" not in env
+    assert set(env) <= {"PATH", "LC_ALL"}
