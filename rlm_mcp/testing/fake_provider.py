@@ -105,8 +105,8 @@ class FakeProvider:
     @property
     def url(self) -> str:
         assert self._server is not None, "FakeProvider not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     @property
     def openai_base_url(self) -> str:
