@@ -1,0 +1,136 @@
+"""Sandbox benchmark: a generated context inside a real worker vs the same work in plain CPython.
+
+Rows: first call (worker start + context read), warm trivial call (median of N), `re.findall`
+over the whole context (target ratio <= 1.1), a Python loop over every line (target <= 2x), and
+the worker's peak memory vs the context size (target <= 1.3x + 50 MB).
+
+    python -m rlm_mcp.bench sandbox [--chars 100000000] [--quick] [--warm 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from rlm_mcp.bench._table import BenchRow, format_table
+from rlm_mcp.sandbox import ContextSpec, SandboxLimits, SandboxSession
+
+__all__ = ["main", "measure"]
+
+_WORDS = ["alpha", "beta", "gamma", "delta", "needle", "omega", "river", "stone", "cloud", "forest", "paper", "signal"]
+_FINDALL = r"\bneedle\w*"
+_LOOP = "n = 0\nfor line in context.splitlines():\n    if 'needle' in line:\n        n += 1\n"
+
+
+def _generate(path: Path, chars: int) -> None:
+    rng = random.Random(7)
+    line_words = [" ".join(rng.choice(_WORDS) for _ in range(12)) for _ in range(512)]
+    block = "\n".join(line_words) + "\n"
+    reps, rest = divmod(chars, len(block))
+    with path.open("w", encoding="utf-8") as fh:
+        for _ in range(reps):
+            fh.write(block)
+        fh.write(block[:rest])
+
+
+async def _run(path: Path, warm: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    limits = SandboxLimits(timeout=600, memory_mb=2048)
+    t0 = time.perf_counter()
+    session = SandboxSession(context=ContextSpec(path=path), limits=limits)
+    try:
+        await session.execute("pass")
+        out["first"] = time.perf_counter() - t0
+        times = []
+        for _ in range(warm):
+            t = time.perf_counter()
+            await session.execute("x = 1")
+            times.append(time.perf_counter() - t)
+        out["warm"] = statistics.median(times)
+        r = await session.execute(f"import re\nn = len(re.findall(r'{_FINDALL}', context))")
+        assert r.ok, r.error
+        out["findall"] = r.duration_s
+        r = await session.execute(_LOOP)
+        assert r.ok, r.error
+        out["loop"] = r.duration_s
+        out["peak_mb"] = await session.peak_memory_kb() / 1024
+    finally:
+        await session.close()
+    return out
+
+
+def _plain(path: Path) -> dict[str, float]:
+    context = path.read_text(encoding="utf-8")
+    t = time.perf_counter()
+    len(re.findall(_FINDALL, context))
+    findall = time.perf_counter() - t
+    ns = {"context": context}
+    code = compile(_LOOP, "<plain>", "exec")
+    t = time.perf_counter()
+    exec(code, ns)
+    return {"findall": findall, "loop": time.perf_counter() - t}
+
+
+def measure(*, quick: bool = False, chars: int | None = None, warm: int = 200) -> list[BenchRow]:
+    """Run the sandbox benchmark (quick = 10M chars) and return its rows."""
+    chars = chars if chars is not None else (10_000_000 if quick else 100_000_000)
+    with tempfile.TemporaryDirectory(prefix="rlm-bench-sbx-") as tmp:
+        path = Path(tmp) / "context.txt"
+        _generate(path, chars)
+        box = anyio.run(_run, path, warm)
+        plain = _plain(path)
+    ctx_mb = chars / 1e6 * (1e6 / 1024**2)
+    mem_target = 1.3 * ctx_mb + 50
+    label = f"{chars:,} chars"
+    return [
+        BenchRow("sandbox", f"first call (start + read {label})", box["first"], "s"),
+        BenchRow("sandbox", f"warm trivial call (median of {warm})", box["warm"] * 1000, "ms"),
+        BenchRow(
+            "sandbox",
+            "re.findall over context",
+            box["findall"],
+            "s",
+            plain["findall"],
+            "plain CPython",
+            "ratio <= 1.1",
+            box["findall"] <= 1.1 * plain["findall"],
+        ),
+        BenchRow(
+            "sandbox",
+            "python loop over all lines",
+            box["loop"],
+            "s",
+            plain["loop"],
+            "plain CPython",
+            "ratio <= 2",
+            box["loop"] <= 2 * plain["loop"],
+        ),
+        BenchRow(
+            "sandbox",
+            "worker peak RSS",
+            box["peak_mb"],
+            "MB",
+            ctx_mb,
+            "context size",
+            f"<= {mem_target:,.0f} MB",
+            box["peak_mb"] <= mem_target,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlm_mcp.bench sandbox", description=__doc__)
+    parser.add_argument("--chars", type=int, default=None, help="context size (default 100M)")
+    parser.add_argument("--quick", action="store_true", help="10M characters")
+    parser.add_argument("--warm", type=int, default=200, help="warm calls for the median")
+    args = parser.parse_args(argv)
+    rows = measure(quick=args.quick, chars=args.chars, warm=args.warm)
+    print(format_table(rows))
+    return 0 if all(r.passed is not False for r in rows) else 1
