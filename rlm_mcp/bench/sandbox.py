@@ -24,7 +24,20 @@ from rlm_mcp.sandbox import ContextSpec, SandboxLimits, SandboxSession
 
 __all__ = ["main", "measure"]
 
-_WORDS = ["alpha", "beta", "gamma", "delta", "needle", "omega", "river", "stone", "cloud", "forest", "paper", "signal"]
+_WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "needle",
+    "omega",
+    "river",
+    "stone",
+    "cloud",
+    "forest",
+    "paper",
+    "signal",
+]
 _FINDALL = r"\bneedle\w*"
 _LOOP = "n = 0\nfor line in context.splitlines():\n    if 'needle' in line:\n        n += 1\n"
 
