@@ -16,13 +16,23 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import anyio
 
 from rlm_mcp.bench._table import BenchRow, format_table
-from rlm_mcp.lm import Message, complete_many, get_max_concurrency, resolve_lm, set_max_concurrency
+from rlm_mcp.lm import (
+    LM,
+    Completion,
+    Message,
+    Usage,
+    complete_many,
+    get_max_concurrency,
+    resolve_lm,
+    set_max_concurrency,
+)
+from rlm_mcp.lm.limits import provider_slot
 
 __all__ = ["main", "measure"]
 
@@ -74,6 +84,28 @@ async def _run(base_url: str, n: int, limit: int) -> tuple[float, float, float]:
     return sequential, batched, cpu
 
 
+class _SleepingLM:
+    """No HTTP, no SDK: isolates the cost of our limiter and task group from the transport."""
+
+    model = "sleeping"
+    backend = "bench"
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+
+    async def complete(self, messages: Sequence[Message], **_: object) -> Completion:
+        async with provider_slot():
+            await anyio.sleep(self.latency)
+        return Completion("ok", Usage(self.model))
+
+
+async def _run_in_process(n: int, latency: float) -> float:
+    lm: LM = _SleepingLM(latency)
+    start = time.perf_counter()
+    await complete_many(lm, [[Message("user", str(i))] for i in range(n)])
+    return time.perf_counter() - start
+
+
 def measure(
     *, quick: bool = False, n: int = 64, latency: float = 0.1, limit: int = 16
 ) -> list[BenchRow]:
@@ -85,6 +117,7 @@ def measure(
     try:
         with _provider_process(latency) as url:
             sequential, batched, cpu = anyio.run(_run, url + "/v1", n, limit)
+        in_process = anyio.run(_run_in_process, n, latency)
     finally:
         set_max_concurrency(before)
     ideal_batch = math.ceil(n / limit) * latency
@@ -107,6 +140,14 @@ def measure(
             baseline_label=f"ideal ceil({n}/{limit})*latency",
             target="ratio <= 1.2",
             passed=ratio <= 1.2,
+        ),
+        BenchRow(
+            bench="fanout",
+            case=f"{n} calls batched, limit {limit}, no HTTP (limiter only)",
+            measured=in_process,
+            unit="s",
+            baseline=ideal_batch,
+            baseline_label="ideal",
         ),
         BenchRow(
             bench="fanout",
