@@ -12,10 +12,10 @@ import ast
 import operator
 import random as _random
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from RestrictedPython import compile_restricted_exec
+from RestrictedPython.compile import compile_restricted_exec
 from RestrictedPython.Eval import default_guarded_getitem
 from RestrictedPython.Guards import (
     full_write_guard,
@@ -74,7 +74,7 @@ class ModuleProxy:
         return f"<sandbox module {object.__getattribute__(self, '_name')}>"
 
 
-_MODULE_MEMBERS: dict[str, tuple[str, ...]] = {
+_MODULE_MEMBERS: dict[str, Sequence[str]] = {
     "re": [
         "compile",
         "search",

@@ -14,7 +14,8 @@ def test_sandbox_benchmark_smoke_run_prints_every_row(capsys: pytest.CaptureFixt
         "warm trivial call",
         "re.findall over context",
         "python loop over all lines",
-        "worker peak RSS",
+        "worker peak RSS after context read",
+        "worker peak RSS after the line loop",
     ]
     assert all(r.measured > 0 for r in rows)
     bench.main(["--chars", "5000", "--warm", "2"])
