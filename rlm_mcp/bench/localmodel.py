@@ -268,7 +268,7 @@ def scripted_root(question_hint: str = "") -> object:
         if turn == 0:
             return _OOLONG_CODE.format(labels=list(LABELS))
         if turn == 1:
-            count = re.search(r"label '([^']+)'\?", text)
+            count = re.search(r"How many data points .* label '([^']+)'", text)
             if count:
                 return f"```repl\nfinal = str(counts[{count.group(1)!r}])\n```"
             if "most common" in text:

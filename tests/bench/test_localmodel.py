@@ -108,3 +108,95 @@ def test_the_real_local_model_finds_a_needle_with_map_reduce(tmp_path) -> None:
         (result,) = anyio.run(go)
     assert result.error is None and result.sub_calls >= 2, result
     assert 0.0 <= result.score <= 1.0
+
+
+_FAKE_SERVER = """
+import argparse, json
+from http.server import BaseHTTPRequestHandler, HTTPServer
+p = argparse.ArgumentParser()
+for a in ("--model", "--n_threads", "--logits_all", "--n_ctx", "--host", "--port", "--model_alias"):
+    p.add_argument(a)
+args = p.parse_args()
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": args.model_alias}]}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+HTTPServer((args.host, int(args.port)), H).serve_forever()
+"""
+
+
+def test_the_server_starts_on_the_assembled_model_and_stops(
+    fake_parts, tmp_path, monkeypatch
+) -> None:
+    """A stand-in `llama_cpp.server` module (a real child process) checks start, wait and stop."""
+    pkg = tmp_path / "fakellama" / "llama_cpp" / "server"
+    pkg.mkdir(parents=True)
+    (pkg.parent / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(_FAKE_SERVER)
+    monkeypatch.syspath_prepend(str(tmp_path / "fakellama"))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fakellama"))
+    importlib.invalidate_caches()
+    import urllib.request
+
+    srv = localmodel.LocalModelServer("fake", dest_dir=tmp_path / "m", startup_timeout=60)
+    with srv:
+        with urllib.request.urlopen(f"{srv.base_url}/models", timeout=5) as r:
+            assert b'"fake"' in r.read()
+        proc = srv._proc
+        assert proc is not None
+    assert proc.poll() is not None  # stopped on exit
+    assert (tmp_path / "m" / "fake.gguf").read_bytes() == fake_parts
+
+
+def test_a_server_that_dies_at_start_is_reported(fake_parts, tmp_path, monkeypatch) -> None:
+    pkg = tmp_path / "deadllama" / "llama_cpp" / "server"
+    pkg.mkdir(parents=True)
+    (pkg.parent / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "deadllama"))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "deadllama"))
+    importlib.invalidate_caches()
+    with pytest.raises(ConfigError, match="exited at start"):
+        localmodel.LocalModelServer("fake", dest_dir=tmp_path / "m", startup_timeout=60).start()
+
+
+def _classify(question: str) -> str:
+    from rlm_mcp.bench.tasks.generators import _TEMPLATES
+
+    for label, templates in _TEMPLATES.items():
+        for tpl in templates:
+            pattern = re.escape(tpl).replace(r"\{a\}", ".+").replace(r"\{b\}", ".+")
+            if re.fullmatch(pattern, question):
+                return label
+    return "entity"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", range(4))
+async def test_scripted_root_answers_oolong_questions_from_sub_call_labels(seed: int) -> None:
+    from rlm_mcp.bench.tasks import make_oolong, score
+
+    task = make_oolong(8_000, seed=seed)
+    root = scripted_root()
+
+    def batched(prompts: list[str]) -> list[str]:
+        return [
+            "\n".join(_classify(q) for q in p.split("\n\n", 1)[1].splitlines()) for p in prompts
+        ]
+
+    env: dict[str, object] = {"context": task.context, "llm_query_batched": batched}
+    msgs = [Message("user", task.question)]
+    for _ in range(3):
+        reply = (await root.complete(msgs)).text  # type: ignore[attr-defined]
+        if reply == "FINAL_VAR(final)":
+            break
+        code = re.search(r"```repl\n(.*)```", reply, re.S).group(1)  # type: ignore[union-attr]
+        exec(compile(code, "<scripted-root>", "exec"), env)
+        msgs += [Message("assistant", reply), Message("user", "ok")]
+    assert reply == "FINAL_VAR(final)"
+    assert score(task.scorer, str(env["final"]), task.answer) == 1.0
