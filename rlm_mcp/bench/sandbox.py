@@ -62,6 +62,7 @@ async def _run(path: Path, warm: int) -> dict[str, float]:
         await session.execute("pass")
         out["first"] = time.perf_counter() - t0
         out["read_peak_mb"] = await session.peak_memory_kb() / 1024
+        out["read_rss_mb"] = await session.rss_kb() / 1024
         times = []
         for _ in range(warm):
             t = time.perf_counter()
@@ -135,6 +136,16 @@ def measure(*, quick: bool = False, chars: int | None = None, warm: int = 200) -
             "context size",
             f"<= {mem_target:,.0f} MB",
             box["read_peak_mb"] <= mem_target,
+        ),
+        BenchRow(
+            "sandbox",
+            "worker RSS after context read (steady)",
+            box["read_rss_mb"],
+            "MB",
+            ctx_mb,
+            "context size",
+            f"<= {mem_target:,.0f} MB",
+            box["read_rss_mb"] <= mem_target,
         ),
         BenchRow(
             "sandbox",

@@ -306,6 +306,11 @@ class SandboxSession:
         reply = await self._request({"op": "peak"})
         return int(reply.get("value") or 0)
 
+    async def rss_kb(self) -> int:
+        """The worker's current resident memory (for benchmarks)."""
+        reply = await self._request({"op": "rss"})
+        return int(reply.get("value") or 0)
+
     async def reset(self) -> None:
         """Forget every variable (a fresh worker)."""
         async with self._lock:

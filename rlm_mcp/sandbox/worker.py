@@ -269,11 +269,15 @@ def _set_limits(memory_mb: int, max_open_files: int) -> None:
 
 
 def _vm_size() -> int:
+    return _status_kb("VmSize:") * 1024
+
+
+def _status_kb(field: str) -> int:
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(field):
+                    return int(line.split()[1])
     except OSError:
         pass
     return 0
@@ -366,6 +370,8 @@ def main() -> int:
             import resource
 
             send({"op": "value", "value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+        elif op == "rss":
+            send({"op": "value", "value": _status_kb("VmRSS:")})
         else:
             send({"op": "ok"})
 

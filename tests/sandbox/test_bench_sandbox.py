@@ -15,6 +15,7 @@ def test_sandbox_benchmark_smoke_run_prints_every_row(capsys: pytest.CaptureFixt
         "re.findall over context",
         "python loop over all lines",
         "worker peak RSS after context read",
+        "worker RSS after context read",
         "worker peak RSS after the line loop",
     ]
     assert all(r.measured > 0 for r in rows)
