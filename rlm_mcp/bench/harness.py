@@ -223,7 +223,7 @@ def _plot(results: Sequence[CellResult], path: Path) -> Path:
             xs = [int(r["length"]) for r in rows]  # type: ignore[call-overload]
             axes[0][col].plot(xs, [r["score"] for r in rows], marker="o", label=method)
             cost = [
-                r["cost"] if r["cost"] is not None else r["input_tokens"] + r["output_tokens"]
+                r["cost"] if r["cost"] is not None else r["input_tokens"] + r["output_tokens"]  # type: ignore[operator]
                 for r in rows
             ]
             axes[1][col].plot(xs, cost, marker="o", label=method)

@@ -28,9 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO
 
 from rlm_mcp.errors import ConfigError
 from rlm_mcp.lm.base import Message
+
+if TYPE_CHECKING:
+    from rlm_mcp.lm import ScriptedLM
 
 __all__ = [
     "LOCAL_MODELS",
@@ -150,7 +154,7 @@ class LocalModelServer:
         self.startup_timeout = startup_timeout
         self.dest_dir = dest_dir
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     @property
     def base_url(self) -> str:
@@ -250,7 +254,7 @@ print(dict(counts))
 ```"""
 
 
-def scripted_root(question_hint: str = "") -> object:
+def scripted_root() -> ScriptedLM:
     """A FIXED code strategy standing in for the root model (labelled `rlm (scripted root)`).
 
     Turn 1 writes chunk/sub-call/verify code for the task in the question; turn 2 answers with
@@ -292,7 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     """Small real comparison: S-NIAH and OOLONG-style at 16K-128K, rlm vs base vs map-reduce."""
     import anyio
 
-    from rlm_mcp.bench.harness import format_results, make_tasks, run_bench, write_outputs
+    from rlm_mcp.bench.harness import (
+        CellResult,
+        format_results,
+        make_tasks,
+        run_bench,
+        write_outputs,
+    )
     from rlm_mcp.bench.methods import MethodConfig
     from rlm_mcp.bench.tasks import parse_length
     from rlm_mcp.lm import resolve_lm
@@ -313,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     with LocalModelServer(args.model) as srv:
         lm = resolve_lm("openai", model_name=args.model, base_url=srv.base_url, api_key="local")
 
-        async def go() -> list:  # type: ignore[type-arg]
-            out = []
+        async def go() -> list[CellResult]:
+            out: list[CellResult] = []
             try:
                 for m in methods:
                     root = scripted_root() if m == "rlm" else lm

@@ -11,6 +11,7 @@ import bisect
 import datetime as _dt
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, combinations
 from typing import Any
@@ -321,7 +322,11 @@ def make_pairs(length: int, *, seed: int = 0, n_users: int = 20) -> Task:
     )
 
 
-_MAKERS = {"sniah": make_sniah, "oolong": make_oolong, "pairs": make_pairs}
+_MAKERS: dict[str, Callable[..., Task]] = {
+    "sniah": make_sniah,
+    "oolong": make_oolong,
+    "pairs": make_pairs,
+}
 
 
 def generate(suite: str, length: int, *, seed: int = 0) -> Task:
