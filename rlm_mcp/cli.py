@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from rlm_mcp._version import __version__
 from rlm_mcp.config import Settings
@@ -117,3 +118,103 @@ def _add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 _COMMAND_GROUPS.append(_add_bench_commands)
+
+
+# --- context store (issue 2) -----------------------------------------------------------------
+
+_PROGRESS_MIN_BYTES = 20 * 1024 * 1024
+
+
+def _store(settings: Settings) -> Any:
+    from rlm_mcp.store import ContextStore
+
+    return ContextStore(
+        settings.store_dir, max_bytes=settings.max_store_bytes, max_age_days=settings.max_age_days
+    )
+
+
+def _print_info(info: Any) -> None:
+    print(info.handle)
+    docs = f", {len(info.documents):,} documents" if info.documents else ""
+    bad = f", {info.replaced:,} undecodable bytes replaced" if info.replaced else ""
+    name = f" name={info.name}" if info.name else ""
+    print(f"  {info.chars:,} chars, {info.lines:,} lines, {info.bytes:,} bytes{docs}{bad}{name}")
+
+
+def _progress_printer(label: str) -> Callable[[int, int | None], None]:
+    """A one-line progress indication on stderr, only for big inputs."""
+    last = [-1]
+
+    def show(done: int, total: int | None) -> None:
+        if total is None or total < _PROGRESS_MIN_BYTES:
+            return
+        pct = done * 100 // total
+        if pct != last[0]:
+            last[0] = pct
+            end = "\n" if done >= total else ""
+            print(
+                f"\rloading {label}: {pct:3d}% of {total / 1e6:,.0f} MB", end=end, file=sys.stderr
+            )
+
+    return show
+
+
+def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.paths and args.text is None:
+        print("rlm-mcp load: give PATH... or --text TEXT", file=sys.stderr)
+        return 2
+    if len(args.paths) + (args.text is not None) > 1 and args.name:
+        print("rlm-mcp load: --name needs a single input", file=sys.stderr)
+        return 2
+    with _store(settings) as store:
+        if args.text is not None:
+            _print_info(store.load_text(args.text, name=args.name))
+        for path in args.paths:
+            _print_info(store.load_path(path, name=args.name, progress=_progress_printer(path)))
+        store.evict()
+    return 0
+
+
+def _cmd_contexts(args: argparse.Namespace, settings: Settings) -> int:
+    import datetime
+
+    with _store(settings) as store:
+        infos = store.list()
+    if not infos:
+        print("no contexts stored (add one with `rlm-mcp load PATH`)")
+        return 0
+    print(f"{'HANDLE':<16}  {'NAME':<16}  {'CHARS':>14}  {'DOCS':>5}  {'LAST USED':<16}  SOURCE")
+    for i in infos:
+        used = datetime.datetime.fromtimestamp(i.last_used).strftime("%Y-%m-%d %H:%M")
+        print(
+            f"{i.handle:<16}  {(i.name or '-'):<16}  {i.chars:>14,}  {len(i.documents):>5}  "
+            f"{used:<16}  {i.source}"
+        )
+    return 0
+
+
+def _cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
+    from rlm_mcp.errors import ContextNotFoundError
+
+    with _store(settings) as store:
+        for h in args.handles:
+            if not store.delete(h):
+                raise ContextNotFoundError(h)
+            print(f"removed {h}")
+    return 0
+
+
+def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    load = sub.add_parser("load", help="store a file, directory, glob or text; print its handle")
+    load.add_argument("paths", nargs="*", metavar="PATH", help="file, directory or glob pattern")
+    load.add_argument("--name", default=None, help="an alias usable instead of the handle")
+    load.add_argument("--text", default=None, help="store this text instead of a path")
+    load.set_defaults(handler=_cmd_load)
+    ctx = sub.add_parser("contexts", help="list stored contexts")
+    ctx.set_defaults(handler=_cmd_contexts)
+    rm = sub.add_parser("rm", help="delete stored contexts by handle or name")
+    rm.add_argument("handles", nargs="+", metavar="HANDLE")
+    rm.set_defaults(handler=_cmd_rm)
+
+
+_COMMAND_GROUPS.append(_add_store_commands)
