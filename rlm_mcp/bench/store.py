@@ -1,0 +1,130 @@
+"""`python -m rlm_mcp.bench store`: ingest time vs a plain file copy, and peak memory growth.
+
+For each size a text file is generated, copied with `shutil.copyfile` (the baseline, same run,
+same file), then ingested by `ContextStore.load_path` in a fresh subprocess that reports its
+peak RSS growth (`ru_maxrss` after minus RSS before), so earlier runs cannot hide the cost.
+Targets: ingest within 2x of the copy, peak memory growth under 100 MB at 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rlm_mcp.bench._table import BenchRow, format_table
+
+__all__ = ["main", "measure"]
+
+_UNITS = {"KB": 1000, "MB": 1000**2, "GB": 1000**3}
+_CHILD = r"""
+import json, resource, sys, time
+from rlm_mcp.store import ContextStore
+def rss_kb():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+store = ContextStore(sys.argv[1])
+before = rss_kb()
+t = time.perf_counter()
+info = store.load_path(sys.argv[2])
+elapsed = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+store.close()
+print(json.dumps({"seconds": elapsed, "growth_kb": peak - before, "chars": info.chars}))
+"""
+
+
+def _parse_size(text: str) -> int:
+    text = text.strip().upper()
+    for unit, mult in _UNITS.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * mult)
+    return int(text)
+
+
+def _label(n: int) -> str:
+    for unit in ("GB", "MB", "KB"):
+        if n >= _UNITS[unit]:
+            return f"{n / _UNITS[unit]:g} {unit}"
+    return f"{n} B"
+
+
+def _generate(path: Path, size: int) -> None:
+    """Mixed ASCII/multi-byte lines, written in 4 MB blocks (memory bounded)."""
+    line = "The quick brown fox jumps over the lazy dog; naïve café — 東京 %d\n"
+    block = "".join(line % i for i in range(60_000)).encode("utf-8")
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            piece = block[:left]
+            f.write(piece)
+            left -= len(piece)
+
+
+def _measure_size(size: int, work: Path) -> list[BenchRow]:
+    src = work / f"input-{size}.txt"
+    _generate(src, size)
+    t = time.perf_counter()
+    shutil.copyfile(src, work / "copy.txt")
+    copy_s = time.perf_counter() - t
+    (work / "copy.txt").unlink()
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(work / f"store-{size}"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=True,
+    )
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    shutil.rmtree(work / f"store-{size}", ignore_errors=True)
+    src.unlink()
+    label = _label(size)
+    ingest = BenchRow(
+        bench="store",
+        case=f"ingest {label}",
+        measured=res["seconds"],
+        unit="s",
+        baseline=copy_s,
+        baseline_label="shutil.copyfile",
+        target="ratio <= 2",
+        passed=res["seconds"] <= 2 * copy_s,
+    )
+    growth_mb = res["growth_kb"] / 1024
+    mem = BenchRow(
+        bench="store",
+        case=f"peak RSS growth {label}",
+        measured=growth_mb,
+        unit="MB",
+        target="< 100 MB",
+        passed=growth_mb < 100,
+    )
+    return [ingest, mem]
+
+
+def measure(*, quick: bool = False, sizes: Sequence[int] | None = None) -> list[BenchRow]:
+    """Rows for `rlm-mcp bench system`; quick means 1 MB and 10 MB only."""
+    if sizes is None:
+        sizes = [10**6, 10**7] if quick else [10**6, 10**7, 10**8, 10**9]
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory(prefix="rlm-bench-store-") as d:
+        for size in sizes:
+            rows.extend(_measure_size(size, Path(d)))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlm_mcp.bench store", description=__doc__)
+    parser.add_argument("--sizes", default="1MB,10MB,100MB,1GB", help="e.g. 1MB,10MB,100MB,1GB")
+    args = parser.parse_args(argv)
+    rows = measure(sizes=[_parse_size(s) for s in args.sizes.split(",") if s.strip()])
+    print(format_table(rows))
+    return 0
