@@ -529,13 +529,13 @@ class ContextStore:
                 self._cache.delete(key)
         return True
 
-    def evict(self) -> list[str]:
-        """Drop contexts older than max_age_days, then least recently used over max_bytes."""
-        now = time.time()
+    def evict(self, *, now: float | None = None) -> list[str]:
+        """Drop contexts unused for max_age_days (0 disables), then LRU ones over max_bytes."""
+        now = time.time() if now is None else now
         infos = sorted(self.list(), key=lambda i: i.last_used)
         gone: list[str] = []
         for i in infos:
-            if now - i.last_used > self.max_age_days * 86400:
+            if self.max_age_days > 0 and now - i.last_used > self.max_age_days * 86400:
                 self.delete(i.handle)
                 gone.append(i.handle)
         live = [i for i in infos if i.handle not in gone]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,10 +145,17 @@ def test_evict_by_size_drops_least_recently_used(tmp_path: Path) -> None:
 
 
 def test_evict_by_age(tmp_path: Path) -> None:
-    with ContextStore(tmp_path / "s", max_age_days=-1.0) as s:  # everything is "too old"
+    with ContextStore(tmp_path / "s", max_age_days=1.0) as s:
         a = s.load_text("old")
-        assert s.evict() == [a.handle]
+        assert s.evict() == []
+        assert s.evict(now=time.time() + 2 * 86400) == [a.handle]
         assert s.list() == []
+
+
+def test_max_age_zero_disables_age_eviction(tmp_path: Path) -> None:
+    with ContextStore(tmp_path / "s", max_age_days=0) as s:
+        s.load_text("kept")
+        assert s.evict(now=time.time() + 1e9) == []
 
 
 def test_store_persists_across_new_objects(tmp_path: Path) -> None:
