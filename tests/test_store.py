@@ -205,3 +205,15 @@ def test_two_processes_writing_at_once(tmp_path: Path) -> None:
     with ContextStore(d) as s:
         assert len(s.list()) == 30
         assert s.read("w1-3") == "worker 1 item 3\n" * 100
+
+
+def test_evict_removes_orphan_text_left_by_a_crash_between_text_and_metadata(
+    store: ContextStore,
+) -> None:
+    info = store.load_text("orphan soon")
+    store._cache.delete(f"meta:{info.handle}")  # as if the process died before publishing
+    store._cache.set(f"pending:{info.handle}", time.time())
+    assert store.evict() == [] and f"text:{info.handle}" in store._cache  # too fresh: maybe live
+    store.evict(now=time.time() + 2 * 3600)
+    assert f"text:{info.handle}" not in store._cache
+    assert store.list() == []
