@@ -218,3 +218,21 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 _COMMAND_GROUPS.append(_add_store_commands)
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from rlm_mcp.server import serve
+
+    serve(settings, transport=args.transport, host=args.host, port=args.port)
+    return 0
+
+
+def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    srv = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    srv.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8765)
+    srv.set_defaults(handler=_cmd_serve)
+
+
+_COMMAND_GROUPS.append(_add_server_commands)

@@ -1,0 +1,81 @@
+"""The MCP server through the real protocol (in-memory Client, both eras)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client
+
+from rlm_mcp.config import Settings
+from rlm_mcp.server import build_server
+
+MODES = ["auto", "legacy"]
+
+
+def _server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return build_server(Settings(home=tmp_path))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_load_list_delete_context_round_trip(tmp_path: Path, mode: str) -> None:
+    with anyio.fail_after(60):
+        async with Client(_server(tmp_path), mode=mode) as client:
+            res = await client.call_tool("load_context", {"text": "hello\nworld", "name": "hw"})
+            assert not res.is_error
+            handle = res.structured_content["handle"]
+            assert handle.startswith("ctx_")
+            listed = await client.call_tool("list_contexts", {})
+            assert [c["handle"] for c in listed.structured_content["contexts"]] == [handle]
+            gone = await client.call_tool("delete_context", {"handle": handle})
+            assert gone.structured_content["deleted"] is True
+            again = await client.call_tool("delete_context", {"handle": handle})
+            assert again.is_error
+            assert "list_contexts" in again.content[0].text
+
+
+@pytest.mark.anyio
+async def test_load_context_needs_exactly_one_source(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with Client(_server(tmp_path)) as client:
+            res = await client.call_tool("load_context", {})
+            assert res.is_error
+            assert "exactly one" in res.content[0].text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_run_repl_sees_context_and_keeps_variables(tmp_path: Path, mode: str) -> None:
+    with anyio.fail_after(120):
+        async with Client(_server(tmp_path), mode=mode) as client:
+            res = await client.call_tool("load_context", {"text": "abc" * 10})
+            handle = res.structured_content["handle"]
+            r1 = await client.call_tool(
+                "run_repl", {"code": "n = len(context)\nprint(n)", "handle": handle}
+            )
+            assert not r1.is_error, r1.content
+            assert r1.structured_content["output"].strip() == "30"
+            r2 = await client.call_tool("run_repl", {"code": "print(n * 2)", "handle": handle})
+            assert r2.structured_content["output"].strip() == "60"
+
+
+@pytest.mark.anyio
+async def test_run_repl_unknown_handle_tells_what_to_do(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with Client(_server(tmp_path)) as client:
+            res = await client.call_tool("run_repl", {"code": "print(1)", "handle": "ctx_nope"})
+            assert res.is_error
+            assert "list_contexts" in res.content[0].text
+
+
+@pytest.mark.anyio
+async def test_tools_list_fits_the_size_budget(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with Client(_server(tmp_path)) as client:
+            tools = await client.list_tools()
+            names = {t.name for t in tools.tools}
+            assert {"load_context", "run_repl", "list_contexts", "delete_context"} <= names
+            size = len(tools.model_dump_json(exclude_none=True))
+            assert size <= 10_000
