@@ -236,3 +236,21 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 _COMMAND_GROUPS.append(_add_server_commands)
+
+
+def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    from rlm_mcp.clients import snippet
+
+    print(snippet(args.client))
+    return 0
+
+
+def _add_config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from rlm_mcp.clients import CLIENTS
+
+    cfg = sub.add_parser("config", help="print the MCP client config snippet for this install")
+    cfg.add_argument("client", choices=CLIENTS)
+    cfg.set_defaults(handler=_cmd_config)
+
+
+_COMMAND_GROUPS.append(_add_config_commands)

@@ -79,3 +79,28 @@ async def test_tools_list_fits_the_size_budget(tmp_path: Path) -> None:
             assert {"load_context", "run_repl", "list_contexts", "delete_context"} <= names
             size = len(tools.model_dump_json(exclude_none=True))
             assert size <= 10_000
+
+
+@pytest.mark.parametrize(
+    "client", ["claude-desktop", "claude-code", "cursor", "vscode", "windsurf"]
+)
+def test_client_snippets_name_the_installed_command(client: str) -> None:
+    from rlm_mcp.clients import snippet
+
+    text = snippet(client, command="/opt/bin/rlm-mcp")
+    assert "/opt/bin/rlm-mcp" in text
+    assert "serve" in text
+
+
+def test_client_snippet_rejects_unknown_client() -> None:
+    from rlm_mcp.clients import snippet
+
+    with pytest.raises(ValueError, match="choose one of"):
+        snippet("emacs")
+
+
+def test_config_command_prints_the_snippet(capsys: pytest.CaptureFixture[str]) -> None:
+    from rlm_mcp.cli import main
+
+    assert main(["config", "claude-desktop"]) == 0
+    assert '"mcpServers"' in capsys.readouterr().out
