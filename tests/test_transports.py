@@ -45,3 +45,15 @@ def test_server_start_up_imports_nothing_heavy(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_server_benchmark_smoke_run_reports_every_row() -> None:
+    from rlm_mcp.bench.server import measure
+
+    rows = measure(quick=True)
+    assert [r.case for r in rows][:3] == [
+        "spawn to initialize (stdio, median)",
+        "warm run_repl round trip",
+        "tools/list size",
+    ]
+    assert all(r.measured > 0 for r in rows)
