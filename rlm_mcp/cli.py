@@ -254,3 +254,104 @@ def _add_config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 _COMMAND_GROUPS.append(_add_config_commands)
+
+
+# --- the RLM loop (issue 5) ------------------------------------------------------------------
+
+
+def _cmd_complete(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+    from pathlib import Path
+
+    from rlm_mcp.errors import RLMError
+    from rlm_mcp.lm import resolve_lm
+    from rlm_mcp.rlm import RLM
+    from rlm_mcp.sandbox import ContextSpec
+
+    environ = dict(os.environ)
+    if args.base_url:
+        environ["OPENAI_BASE_URL" if "openai" in args.backend else "ANTHROPIC_BASE_URL"] = (
+            args.base_url
+        )
+    backend = args.backend or settings.backend
+    model = args.model or settings.model
+    kw: dict[str, Any] = {"model_name": model}
+    if args.base_url:
+        kw["base_url"] = args.base_url
+    try:
+        lm = resolve_lm(backend, environ=environ, **kw)
+        sub_backend = args.sub_backend or settings.sub_backend
+        sub_model = args.sub_model or settings.sub_model
+        sub_lm = None
+        if sub_backend or sub_model:
+            sub_kw: dict[str, Any] = {"model_name": sub_model or model}
+            if args.base_url and not args.sub_backend:
+                sub_kw["base_url"] = args.base_url
+            sub_lm = resolve_lm(sub_backend or backend, environ=environ, **sub_kw)
+        store = None
+        context: Any
+        if args.context.startswith("ctx_"):
+            store = _store(settings)
+            context = args.context
+        else:
+            path = Path(args.context)
+            if not path.is_file():
+                print(
+                    f"rlm-mcp complete: {args.context!r} is neither a file nor a stored handle "
+                    "(ctx_...). Load it with `rlm-mcp load` or pass a file path.",
+                    file=sys.stderr,
+                )
+                return 2
+            context = ContextSpec(path=path)
+        rlm = RLM(
+            lm=lm,
+            sub_lm=sub_lm,
+            max_iterations=args.max_iterations or settings.max_iterations,
+            max_depth=args.max_depth or settings.max_depth,
+            log_dir=Path(args.log_dir) if args.log_dir else None,
+            verbose=args.verbose,
+            store=store,
+            max_cost=args.max_cost,
+            max_time=args.max_time,
+            max_tokens=args.max_tokens,
+        )
+        result = rlm.completion(context, args.query)
+    except RLMError as exc:
+        print(f"rlm-mcp complete: {exc}", file=sys.stderr)
+        return 1
+    print(result.response)
+    u = result.usage
+    cost = "unknown" if u.total_cost is None else f"${u.total_cost:.4f}"
+    print(
+        f"[{result.stop_reason}] {result.iterations} iterations, {u.total_calls} calls, "
+        f"{u.total_input_tokens:,} in / {u.total_output_tokens:,} out tokens, cost {cost}, "
+        f"{result.execution_time:.1f}s",
+        file=sys.stderr,
+    )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if result.trajectory_path is not None:
+        print(f"trajectory: {result.trajectory_path}", file=sys.stderr)
+    return 0
+
+
+def _add_complete_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("complete", help="answer a question about a file or stored context (RLM)")
+    p.add_argument("--context", required=True, help="a file path or a stored handle ctx_...")
+    p.add_argument("--query", required=True, help="the question")
+    p.add_argument("--backend", default=None, help="root-model backend (default: settings)")
+    p.add_argument("--model", default=None, help="root-model name")
+    p.add_argument("--sub-backend", default=None, help="backend for llm_query sub-calls")
+    p.add_argument("--sub-model", default=None, help="model for llm_query sub-calls")
+    p.add_argument("--base-url", default=None, help="OpenAI/Anthropic-compatible base URL")
+    p.add_argument("--max-iterations", type=int, default=None)
+    p.add_argument("--max-depth", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=None, help="token budget for the whole run")
+    p.add_argument("--max-cost", type=float, default=None, help="cost budget (USD)")
+    p.add_argument("--max-time", type=float, default=None, help="wall-time budget (seconds)")
+    p.add_argument("--log-dir", default=None, help="write the trajectory JSONL here")
+    p.add_argument("--verbose", action="store_true", help="live view of the run on stderr")
+    p.set_defaults(handler=_cmd_complete)
+
+
+_COMMAND_GROUPS.append(_add_complete_commands)

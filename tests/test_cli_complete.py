@@ -1,0 +1,67 @@
+"""`rlm-mcp complete` end to end: real OpenAI SDK, real HTTP, a local fake provider as root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rlm_mcp.testing.fake_provider import FakeProvider
+
+
+def _run(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"OPENAI_API_KEY": "dummy", "RLM_MCP_HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "rlm_mcp", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_complete_answers_from_a_file_through_a_fake_openai_server(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.txt"
+    doc.write_text("filler line\n" * 50_000 + "The launch code is 7781.\n" + "more\n" * 1000)
+    replies = [
+        "```repl\nimport re\ncode = re.search(r'launch code is (\\d+)', context).group(1)\n"
+        "print(code)\n```",
+        "FINAL_VAR(code)",
+    ]
+    logs = tmp_path / "logs"
+    with FakeProvider(replies) as fake:
+        proc = _run(
+            [
+                "complete",
+                "--context",
+                str(doc),
+                "--query",
+                "What is the launch code?",
+                "--backend",
+                "openai",
+                "--model",
+                "gpt-4o-mini",
+                "--base-url",
+                fake.openai_base_url,
+                "--log-dir",
+                str(logs),
+            ],
+            tmp_path / "home",
+        )
+        requests = list(fake.requests)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "7781"
+    assert "[final] 2 iterations, 2 calls" in proc.stderr and "cost $" in proc.stderr
+    assert len(requests) == 2
+    second = json.dumps(requests[1].json)
+    assert "7781" in second  # the REPL output went back to the model over HTTP
+    (trajectory,) = logs.glob("*.jsonl")
+    assert '"type": "result"' in trajectory.read_text()
+
+
+def test_complete_rejects_a_missing_context(tmp_path: Path) -> None:
+    proc = _run(["complete", "--context", str(tmp_path / "nope"), "--query", "q"], tmp_path)
+    assert proc.returncode == 2 and "neither a file nor a stored handle" in proc.stderr
