@@ -57,3 +57,84 @@ def test_server_benchmark_smoke_run_reports_every_row() -> None:
         "tools/list size",
     ]
     assert all(r.measured > 0 for r in rows)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_listening(port: int) -> None:
+    while True:
+        try:
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+        except OSError:
+            await anyio.sleep(0.05)  # polling a port that is not open yet, not synchronisation
+            continue
+        await stream.aclose()
+        return
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("token", [None, "s3cret"])
+async def test_http_serve_checks_token_host_and_origin(tmp_path: Path, token: str | None) -> None:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    port = _free_port()
+    env = {**os.environ, "RLM_MCP_HOME": str(tmp_path)}
+    env.pop("RLM_MCP_TOKEN", None)
+    if token:
+        env["RLM_MCP_TOKEN"] = token
+    proc = subprocess.Popen(
+        [RLM_MCP, "serve", "--transport", "http", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with anyio.fail_after(60):
+            await _wait_listening(port)
+            for mode in ("auto", "legacy"):
+                async with (
+                    httpx2.AsyncClient(headers=headers) as h,
+                    Client(streamable_http_client(url, http_client=h), mode=mode) as c,
+                ):
+                    res = await c.call_tool("load_context", {"text": "hi"})
+                    assert not res.is_error
+            body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+            accept = {"Accept": "application/json, text/event-stream"}
+            async with httpx2.AsyncClient() as h:
+                bad_host = await h.post(
+                    url, json=body, headers={**headers, **accept, "Host": "evil.example"}
+                )
+                assert bad_host.status_code in (400, 403, 421)
+                bad_origin = await h.post(
+                    url, json=body, headers={**headers, **accept, "Origin": "http://evil.example"}
+                )
+                assert bad_origin.status_code in (400, 403)
+                if token:
+                    no_token = await h.post(url, json=body, headers=accept)
+                    assert no_token.status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_http_serve_refuses_non_loopback_without_token(tmp_path: Path) -> None:
+    env = {**os.environ, "RLM_MCP_HOME": str(tmp_path)}
+    env.pop("RLM_MCP_TOKEN", None)
+    out = subprocess.run(
+        [RLM_MCP, "serve", "--transport", "http", "--host", "0.0.0.0", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "RLM_MCP_TOKEN" in out.stderr
