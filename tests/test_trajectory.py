@@ -38,3 +38,10 @@ def test_verbose_printer_shows_code_and_output() -> None:
     p(RLMEvent("iteration_finished", 1, 2, "iteration 2", _record().to_dict()))
     text = out.getvalue()
     assert "[2] iteration_finished" in text and "| print(1)" in text and "> 1" in text
+
+
+def test_loop_benchmark_smoke_run_produces_rows() -> None:
+    from rlm_mcp.bench.loop import measure
+
+    rows = measure(chars=200_000)
+    assert [r.bench for r in rows] == ["loop"] * 4 and all(r.measured >= 0 for r in rows)
