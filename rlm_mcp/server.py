@@ -160,9 +160,11 @@ def build_server(
     """The rlm-mcp MCPServer; pass `store` to share an existing ContextStore (tests)."""
     settings = settings if settings is not None else Settings()
 
+    # one state per server so static resources (which get no Context) can reach the store
+    state = AppState(settings=settings, store=store)
+
     @asynccontextmanager
     async def lifespan(server: MCPServer) -> AsyncIterator[AppState]:
-        state = AppState(settings=settings, store=store)
         try:
             yield state
         finally:
@@ -281,6 +283,14 @@ def build_server(
             final=None if res.final is None else res.final.value,
             sub_calls=res.sub_calls,
         )
+
+    @mcp.resource("rlm://contexts", mime_type="application/json")
+    async def contexts_resource() -> str:
+        import anyio
+
+        st = state.get_store()
+        infos = await anyio.to_thread.run_sync(st.list)
+        return ContextList(contexts=[_summary(i) for i in infos]).model_dump_json()
 
     @mcp.resource("rlm://contexts/{handle}", mime_type="application/json")
     async def context_resource(handle: str, ctx: Context) -> str:

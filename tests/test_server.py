@@ -104,3 +104,20 @@ def test_config_command_prints_the_snippet(capsys: pytest.CaptureFixture[str]) -
 
     assert main(["config", "claude-desktop"]) == 0
     assert '"mcpServers"' in capsys.readouterr().out
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_context_resources_list_describe_and_range(tmp_path: Path, mode: str) -> None:
+    import json
+
+    with anyio.fail_after(60):
+        async with Client(_server(tmp_path), mode=mode) as client:
+            res = await client.call_tool("load_context", {"text": "0123456789" * 5})
+            handle = res.structured_content["handle"]
+            listed = await client.read_resource("rlm://contexts")
+            assert handle in listed.contents[0].text
+            meta = await client.read_resource(f"rlm://contexts/{handle}")
+            assert json.loads(meta.contents[0].text)["chars"] == 50
+            part = await client.read_resource(f"rlm://contexts/{handle}/chars/3-7")
+            assert part.contents[0].text == "3456"
