@@ -306,3 +306,17 @@ async def test_dict_context_names_its_documents() -> None:
     assert (
         "2 documents" in lm.calls[0][0].content and "alpha" in r.trajectory[0].code_blocks[0].output
     )
+
+
+async def test_stored_handle_context_reads_the_stored_documents(tmp_path: Path) -> None:
+    from rlm_mcp.store import ContextStore
+
+    store = ContextStore(tmp_path / "store")
+    info = store.load_documents({"a.txt": "alpha text", "b.txt": "the word is zebra"})
+    lm = ScriptedLM(
+        [repl("import re\nw = re.search(r'word is (\\w+)', context).group(1)"), "FINAL_VAR(w)"]
+    )
+    with anyio.fail_after(60):
+        r = await RLM(lm=lm, store=store).acompletion(info.handle, "q")
+    assert r.response == "zebra"
+    assert "2 documents" in lm.calls[0][0].content
