@@ -221,9 +221,11 @@ _COMMAND_GROUPS.append(_add_store_commands)
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
     from rlm_mcp.server import serve
 
-    serve(settings, transport=args.transport, host=args.host, port=args.port)
+    serve(settings, transport=args.transport, host=args.host, port=args.port, environ=os.environ)
     return 0
 
 

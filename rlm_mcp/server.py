@@ -7,7 +7,7 @@ call so that ``initialize`` answers fast; only ``mcp`` and pydantic are imported
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,14 @@ class ContextSummary(BaseModel):
     documents: int
     source: str
     preview: str = ""
+
+
+class CompleteResult(BaseModel):
+    answer: str
+    iterations: int
+    stop_reason: str
+    usage: dict[str, Any]
+    trajectory: str | None = None
 
 
 class ContextList(BaseModel):
@@ -154,8 +162,15 @@ def session_key(ctx: Context[Any], name: str) -> str:
     return f"{conn}:{hash(token) & 0xFFFFFFFF:x}:{name}"
 
 
+LMFactory = Callable[[str | None, str | None], tuple[Any, Any]]
+
+
 def build_server(
-    settings: Settings | None = None, *, store: ContextStore | None = None
+    settings: Settings | None = None,
+    *,
+    store: ContextStore | None = None,
+    lm_factory: LMFactory | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> MCPServer:
     """The rlm-mcp MCPServer; pass `store` to share an existing ContextStore (tests)."""
     settings = settings if settings is not None else Settings()
@@ -284,6 +299,75 @@ def build_server(
             sub_calls=res.sub_calls,
         )
 
+    def make_lms(model: str | None, sub_model: str | None) -> tuple[Any, Any]:
+        if lm_factory is not None:
+            return lm_factory(model, sub_model)
+        from rlm_mcp.lm import resolve_lm
+
+        env = dict(environ or {})
+        lm = resolve_lm(settings.backend, environ=env, model_name=model or settings.model)
+        sub = None
+        if settings.sub_backend or settings.sub_model or sub_model:
+            sub = resolve_lm(
+                settings.sub_backend or settings.backend,
+                environ=env,
+                model_name=sub_model or settings.sub_model or model or settings.model,
+            )
+        return lm, sub
+
+    @mcp.tool(
+        description=(
+            "Answer a question about a large context with the recursive LM loop (a root model "
+            "writes REPL code and calls sub-models). Give handle or text. Sends progress."
+        ),
+        annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=False, openWorldHint=True),
+    )
+    async def rlm_complete(
+        query: str,
+        ctx: Context[Any],
+        handle: str | None = None,
+        text: str | None = None,
+        max_iterations: int | None = None,
+        max_depth: int | None = None,
+        model: str | None = None,
+        sub_model: str | None = None,
+    ) -> CompleteResult:
+        from rlm_mcp.rlm import RLM
+
+        if (handle is None) == (text is None):
+            raise ToolError("give exactly one of handle or text")
+        steps = 0
+
+        async def on_event(event: Any) -> None:
+            nonlocal steps
+            if event.kind in ("iteration_finished", "subcall_finished", "run_finished"):
+                steps += 1
+                await ctx.report_progress(steps, None, f"{event.kind}: {event.message}"[:200])
+
+        try:
+            lm, sub_lm = make_lms(model, sub_model)
+            rlm = RLM(
+                lm=lm,
+                sub_lm=sub_lm,
+                max_iterations=max_iterations or settings.max_iterations,
+                max_depth=max_depth or settings.max_depth,
+                store=state.get_store() if handle is not None else None,
+                log_dir=settings.trajectory_dir,
+                on_event=on_event,
+            )
+            result = await rlm.acompletion(
+                handle if handle is not None else text, root_prompt=query
+            )
+        except RLMError as exc:
+            raise _tool_error(exc) from None
+        return CompleteResult(
+            answer=str(result.response),
+            iterations=result.iterations,
+            stop_reason=str(result.stop_reason),
+            usage=result.usage.to_dict(),
+            trajectory=None if result.trajectory_path is None else str(result.trajectory_path),
+        )
+
     @mcp.resource("rlm://contexts", mime_type="application/json")
     async def contexts_resource() -> str:
         import anyio
@@ -352,7 +436,13 @@ def _require_token(app: Any, token: str) -> Any:
     return guarded
 
 
-def http_app(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765) -> Any:
+def http_app(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    environ: Mapping[str, str] | None = None,
+) -> Any:
     """The streamable-HTTP ASGI app: DNS-rebinding protection always on, token when set."""
     from mcp.server.transport_security import TransportSecuritySettings
 
@@ -365,21 +455,26 @@ def http_app(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765) -
         allowed_hosts=hosts,
         allowed_origins=[f"http://{h}" for h in hosts],
     )
-    app = build_server(settings).streamable_http_app(transport_security=security)
+    app = build_server(settings, environ=environ).streamable_http_app(transport_security=security)
     return _require_token(app, settings.token) if settings.token else app
 
 
 def serve(
-    settings: Settings, *, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765
+    settings: Settings,
+    *,
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Run the server until the client disconnects (stdio) or the process is stopped (HTTP)."""
     if transport == "stdio":
-        build_server(settings).run()
+        build_server(settings, environ=environ).run()
         return
     import uvicorn
 
     try:
-        app = http_app(settings, host=host, port=port)
+        app = http_app(settings, host=host, port=port, environ=environ)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     uvicorn.run(app, host=host, port=port, log_level="warning")

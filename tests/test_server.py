@@ -121,3 +121,38 @@ async def test_context_resources_list_describe_and_range(tmp_path: Path, mode: s
             assert json.loads(meta.contents[0].text)["chars"] == 50
             part = await client.read_resource(f"rlm://contexts/{handle}/chars/3-7")
             assert part.contents[0].text == "3456"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_rlm_complete_answers_and_reports_progress(tmp_path: Path, mode: str) -> None:
+    from rlm_mcp.lm.scripted import ScriptedLM
+
+    script = ["```repl\nprint(len(context))\n```", "FINAL(it has 30 chars)"]
+    server = build_server(
+        Settings(home=tmp_path), lm_factory=lambda m, s: (ScriptedLM(script), ScriptedLM(["x"]))
+    )
+    seen: list[float] = []
+
+    async def progress(p: float, total: float | None, msg: str | None) -> None:
+        seen.append(p)
+
+    with anyio.fail_after(120):
+        async with Client(server, mode=mode, log_level="info") as client:
+            res = await client.call_tool(
+                "rlm_complete",
+                {"query": "how long?", "text": "abc" * 10},
+                progress_callback=progress,
+            )
+            assert not res.is_error, res.content
+            assert "30" in res.structured_content["answer"]
+            assert seen
+
+
+@pytest.mark.anyio
+async def test_rlm_complete_without_a_provider_says_what_to_set(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with Client(_server(tmp_path)) as client:
+            res = await client.call_tool("rlm_complete", {"query": "q", "text": "t"})
+            assert res.is_error
+            assert "Traceback" not in res.content[0].text
