@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rlm_mcp.testing.fake_provider import FakeProvider
 
 
@@ -65,3 +67,35 @@ def test_complete_answers_from_a_file_through_a_fake_openai_server(tmp_path: Pat
 def test_complete_rejects_a_missing_context(tmp_path: Path) -> None:
     proc = _run(["complete", "--context", str(tmp_path / "nope"), "--query", "q"], tmp_path)
     assert proc.returncode == 2 and "neither a file nor a stored handle" in proc.stderr
+
+
+def test_complete_in_process_prints_answer_and_usage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rlm_mcp.cli import main
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("colour: teal\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "dummy")
+    with FakeProvider(["FINAL(teal)"]) as fake:
+        code = main(
+            [
+                "complete",
+                "--context",
+                str(doc),
+                "--query",
+                "Which colour?",
+                "--backend",
+                "openai",
+                "--model",
+                "gpt-4o-mini",
+                "--sub-model",
+                "gpt-4o-mini",
+                "--base-url",
+                fake.openai_base_url,
+                "--max-cost",
+                "1.0",
+            ]
+        )
+    out = capsys.readouterr()
+    assert code == 0 and out.out.strip() == "teal" and "[final] 1 iterations" in out.err
