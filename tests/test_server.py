@@ -156,3 +156,30 @@ async def test_rlm_complete_without_a_provider_says_what_to_set(tmp_path: Path) 
             res = await client.call_tool("rlm_complete", {"query": "q", "text": "t"})
             assert res.is_error
             assert "Traceback" not in res.content[0].text
+
+
+@pytest.mark.anyio
+async def test_cancelled_rlm_complete_leaves_the_server_healthy(tmp_path: Path) -> None:
+    from rlm_mcp.lm.scripted import ScriptedLM
+
+    script = ["```repl\nwhile True:\n    pass\n```"] * 5
+    server = build_server(
+        Settings(home=tmp_path, exec_timeout=120.0),
+        lm_factory=lambda m, s: (ScriptedLM(script), ScriptedLM(["x"])),
+    )
+    started = anyio.Event()
+
+    async def progress(p: float, total: float | None, msg: str | None) -> None:
+        started.set()
+
+    with anyio.fail_after(60):
+        async with Client(server, log_level="info") as client:
+            with anyio.move_on_after(1.5) as scope:
+                await client.call_tool(
+                    "rlm_complete", {"query": "q", "text": "t"}, progress_callback=progress
+                )
+            assert scope.cancelled_caught
+            listed = await client.call_tool("list_contexts", {})
+            assert not listed.is_error
+            again = await client.call_tool("run_repl", {"code": "print(7)"})
+            assert again.structured_content["output"].strip() == "7"
