@@ -51,6 +51,13 @@ class CompleteResult(BaseModel):
     trajectory: str | None = None
 
 
+class QueryResult(BaseModel):
+    text: str
+    model: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
 class ContextList(BaseModel):
     contexts: list[ContextSummary]
 
@@ -366,6 +373,47 @@ def build_server(
             stop_reason=str(result.stop_reason),
             usage=result.usage.to_dict(),
             trajectory=None if result.trajectory_path is None else str(result.trajectory_path),
+        )
+
+    @mcp.tool(
+        description=(
+            "One sub-model call. With handle, the slice context[start:end] (capped) is "
+            "appended to the prompt."
+        ),
+        annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=False, openWorldHint=True),
+    )
+    async def llm_query(
+        prompt: str,
+        ctx: Context[Any],
+        handle: str | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        model: str | None = None,
+    ) -> QueryResult:
+        import anyio
+
+        from rlm_mcp.lm.base import Message
+
+        try:
+            if handle is not None:
+                st = state.get_store()
+                s0 = start or 0
+                length = MAX_RANGE_CHARS if end is None else max(0, min(end - s0, MAX_RANGE_CHARS))
+                piece = await anyio.to_thread.run_sync(
+                    lambda: st.read(handle, start=s0, length=length)
+                )
+                prompt = f"{prompt}\n\n{piece}"
+            root, sub = make_lms(model, model)
+            lm = sub if sub is not None else root
+            done = await lm.complete([Message(role="user", content=prompt)])
+        except RLMError as exc:
+            raise _tool_error(exc) from None
+        usage = done.usage
+        return QueryResult(
+            text=done.text,
+            model=str(lm.model),
+            input_tokens=getattr(usage, "input_tokens", None),
+            output_tokens=getattr(usage, "output_tokens", None),
         )
 
     @mcp.resource("rlm://contexts", mime_type="application/json")

@@ -183,3 +183,22 @@ async def test_cancelled_rlm_complete_leaves_the_server_healthy(tmp_path: Path) 
             assert not listed.is_error
             again = await client.call_tool("run_repl", {"code": "print(7)"})
             assert again.structured_content["output"].strip() == "7"
+
+
+@pytest.mark.anyio
+async def test_llm_query_appends_the_handle_slice(tmp_path: Path) -> None:
+    from rlm_mcp.lm.scripted import ScriptedLM
+
+    sub = ScriptedLM(lambda messages: messages[-1].content[-4:])
+    server = build_server(Settings(home=tmp_path), lm_factory=lambda m, s: (sub, sub))
+    with anyio.fail_after(60):
+        async with Client(server) as client:
+            res = await client.call_tool("load_context", {"text": "0123456789"})
+            handle = res.structured_content["handle"]
+            out = await client.call_tool(
+                "llm_query", {"prompt": "echo", "handle": handle, "start": 2, "end": 6}
+            )
+            assert not out.is_error, out.content
+            assert out.structured_content["text"] == "2345"
+            bad = await client.call_tool("llm_query", {"prompt": "x", "handle": "ctx_nope"})
+            assert bad.is_error
