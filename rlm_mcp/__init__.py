@@ -48,8 +48,6 @@ _EXPORTS: dict[str, str] = {
 
 #: A literal list on purpose: adding a public name is a decision (tests/test_package.py checks it).
 __all__ = [
-    "LM",
-    "RLM",
     "BudgetExceededError",
     "Completion",
     "ConfigError",
@@ -60,11 +58,13 @@ __all__ = [
     "DocumentInfo",
     "ExecResult",
     "InputTooLargeError",
+    "LM",
     "Message",
     "MissingAPIKeyError",
     "ModelUsageSummary",
     "ProviderError",
     "ProviderTimeoutError",
+    "RLM",
     "RLMChatCompletion",
     "RLMError",
     "RLMEvent",
