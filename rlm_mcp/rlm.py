@@ -101,6 +101,10 @@ def _truncate(text: str, limit: int) -> str:
     )
 
 
+class _OutOfTime(Exception):
+    """The wall-time budget ran out during a model call."""
+
+
 class RLM:
     """A recursive language model, with the reference library's call shape.
 
@@ -301,7 +305,15 @@ class RLM:
         notes: list[str] = []
 
         async def ask(msgs: list[Message]) -> tuple[str, Any]:
-            comp = await lm.complete(msgs)
+            if budget.max_time is None:
+                comp = await lm.complete(msgs)
+            else:
+                # The wall-time budget also bounds a model call that hangs.
+                with anyio.move_on_after(max(0.0, budget.max_time - budget.elapsed())):
+                    comp = await lm.complete(msgs)
+                    tracker.record(comp.usage, path=path)
+                    return comp.text or "", comp.usage
+                raise _OutOfTime
             tracker.record(comp.usage, path=path)
             return comp.text or "", comp.usage  # None from the provider becomes ""
 
@@ -315,7 +327,11 @@ class RLM:
                 await self._on_event(RLMEvent("iteration_started", depth, i, f"iteration {i}", {}))
                 it0 = time.perf_counter()
                 prompt_chars = sum(len(m.content) for m in messages)
-                text, usage = await ask(messages)
+                try:
+                    text, usage = await ask(messages)
+                except _OutOfTime:
+                    stop = "max_time"
+                    break
                 record = IterationRecord(
                     iteration=i,
                     prompt_chars=prompt_chars,

@@ -320,3 +320,10 @@ async def test_stored_handle_context_reads_the_stored_documents(tmp_path: Path) 
         r = await RLM(lm=lm, store=store).acompletion(info.handle, "q")
     assert r.response == "zebra"
     assert "2 documents" in lm.calls[0][0].content
+
+
+async def test_time_budget_also_bounds_a_hanging_model_call() -> None:
+    lm = HangingLM("never")
+    with anyio.fail_after(30):
+        r = await RLM(lm=lm, max_time=2.0).acompletion("ctx", "q")
+    assert r.stop_reason == "max_time" and lm.calls == 1 and r.iterations == 0
