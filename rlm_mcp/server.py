@@ -209,7 +209,9 @@ def build_server(
             "Store text, or a file/directory/glob on the server's machine, as a context. "
             "Give exactly one of text or path. Returns a handle for run_repl and a preview."
         ),
-        annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=True, openWorldHint=False),
+        annotations=ToolAnnotations(
+            read_only_hint=False, idempotent_hint=True, open_world_hint=False
+        ),
     )
     async def load_context(
         ctx: Context[Any],
@@ -237,7 +239,9 @@ def build_server(
 
     @mcp.tool(
         description="List stored contexts (handle, name, size).",
-        annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False),
+        annotations=ToolAnnotations(
+            read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
     )
     async def list_contexts(ctx: Context[Any]) -> ContextList:
         import anyio
@@ -249,7 +253,7 @@ def build_server(
     @mcp.tool(
         description="Delete a stored context by handle or name.",
         annotations=ToolAnnotations(
-            readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=False
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
         ),
     )
     async def delete_context(handle: str, ctx: Context[Any]) -> Deleted:
@@ -266,7 +270,9 @@ def build_server(
             "Run Python in a persistent sandbox session. With handle, `context` is that text. "
             "Use print() to see results; variables persist per session name."
         ),
-        annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=False, openWorldHint=False),
+        annotations=ToolAnnotations(
+            read_only_hint=False, idempotent_hint=False, open_world_hint=False
+        ),
     )
     async def run_repl(
         code: str, ctx: Context[Any], handle: str | None = None, session: str = "default"
@@ -327,7 +333,9 @@ def build_server(
             "Answer a question about a large context with the recursive LM loop (a root model "
             "writes REPL code and calls sub-models). Give handle or text. Sends progress."
         ),
-        annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=False, openWorldHint=True),
+        annotations=ToolAnnotations(
+            read_only_hint=True, idempotent_hint=False, open_world_hint=True
+        ),
     )
     async def rlm_complete(
         query: str,
@@ -380,7 +388,9 @@ def build_server(
             "One sub-model call. With handle, the slice context[start:end] (capped) is "
             "appended to the prompt."
         ),
-        annotations=ToolAnnotations(readOnlyHint=True, idempotentHint=False, openWorldHint=True),
+        annotations=ToolAnnotations(
+            read_only_hint=True, idempotent_hint=False, open_world_hint=True
+        ),
     )
     async def llm_query(
         prompt: str,

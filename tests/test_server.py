@@ -202,3 +202,14 @@ async def test_llm_query_appends_the_handle_slice(tmp_path: Path) -> None:
             assert out.structured_content["text"] == "2345"
             bad = await client.call_tool("llm_query", {"prompt": "x", "handle": "ctx_nope"})
             assert bad.is_error
+
+
+@pytest.mark.anyio
+async def test_tool_annotations_mark_read_only_and_destructive_tools(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with Client(_server(tmp_path)) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert tools["list_contexts"].annotations.read_only_hint is True
+            assert tools["delete_context"].annotations.destructive_hint is True
+            assert tools["rlm_complete"].annotations.open_world_hint is True
+            assert tools["run_repl"].output_schema is not None
