@@ -317,7 +317,20 @@ def _cmd_complete(args: argparse.Namespace, settings: Settings) -> int:
             max_time=args.max_time,
             max_tokens=args.max_tokens,
         )
-        result = rlm.completion(context, args.query)
+
+        async def run() -> Any:
+            try:
+                return await rlm.acompletion(context, args.query)
+            finally:
+                # SDK connection pools belong to this event loop: close them before it ends.
+                for model in {id(lm): lm, id(sub_lm): sub_lm}.values():
+                    close = getattr(model, "aclose", None)
+                    if close is not None:
+                        await close()
+
+        import anyio
+
+        result = anyio.run(run)
     except RLMError as exc:
         print(f"rlm-mcp complete: {exc}", file=sys.stderr)
         return 1
