@@ -46,8 +46,11 @@ _EXPORTS: dict[str, str] = {
     "resolve_lm": "rlm_mcp.lm",
 }
 
-#: A literal list on purpose: adding a public name is a decision (tests/test_package.py checks it).
+#: A literal list on purpose: adding a public name is a decision (tests/test_package.py checks it;
+#: ruff RUF022 keeps the order).
 __all__ = [
+    "LM",
+    "RLM",
     "BudgetExceededError",
     "Completion",
     "ConfigError",
@@ -58,13 +61,11 @@ __all__ = [
     "DocumentInfo",
     "ExecResult",
     "InputTooLargeError",
-    "LM",
     "Message",
     "MissingAPIKeyError",
     "ModelUsageSummary",
     "ProviderError",
     "ProviderTimeoutError",
-    "RLM",
     "RLMChatCompletion",
     "RLMError",
     "RLMEvent",
