@@ -1,0 +1,63 @@
+"""The MCP server: contexts, a sandboxed REPL and the RLM loop as MCP tools and resources.
+
+Everything heavy (the store's diskcache, the sandbox pool, provider SDKs) is created lazily on
+the first tool call so that ``initialize`` answers fast; only ``mcp`` and pydantic are imported
+at start-up. Modules: `state` (what one server owns, session keys, error mapping), `tools`,
+`resources`, `models` (result schemas), `http` (transports and the bearer token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from mcp.server import MCPServer
+
+from rlm_mcp.config import Settings
+from rlm_mcp.server.http import http_app, serve
+from rlm_mcp.server.resources import register_resources
+from rlm_mcp.server.state import AppState, LMFactory, session_key
+from rlm_mcp.server.tools import register_tools
+
+__all__ = ["AppState", "LMFactory", "build_server", "http_app", "serve", "session_key"]
+
+INSTRUCTIONS = (
+    "For inputs too large to read: load_context stores text, a file or a directory and returns "
+    "a handle; run_repl runs Python where `context` is that text (search, slice, count, and "
+    "llm_query(prompt) for a sub-model); rlm_complete answers a question with the whole "
+    "recursive loop on the server. Read rlm://contexts and rlm://trajectories for what exists."
+)
+
+
+def build_server(
+    settings: Settings | None = None,
+    *,
+    store: object | None = None,
+    lm_factory: LMFactory | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> MCPServer:
+    """The rlm-mcp MCPServer.
+
+    `environ` is where provider keys come from (the CLI passes os.environ; library code never
+    reads it itself); `store` shares an open ContextStore; `lm_factory` injects models (tests).
+    """
+    settings = settings if settings is not None else Settings()
+    # one state per server so resources (which get no lifespan context) reach the same store
+    state = AppState(
+        settings=settings,
+        environ=dict(environ or {}),
+        store=store,  # type: ignore[arg-type]
+        lm_factory=lm_factory,
+    )
+
+    @asynccontextmanager
+    async def lifespan(server: MCPServer) -> AsyncIterator[AppState]:
+        try:
+            yield state
+        finally:
+            await state.aclose()
+
+    mcp = MCPServer("rlm-mcp", instructions=INSTRUCTIONS, lifespan=lifespan)
+    register_tools(mcp, state)
+    register_resources(mcp, state)
+    return mcp
