@@ -1,0 +1,188 @@
+"""Server behaviour beyond the basic round trips: llm_query inside run_repl (provider, sampling,
+missing key), isolation between clients, error masking, load progress, trajectory resources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.types import CreateMessageResult, TextContent
+
+from rlm_mcp.config import Settings
+from rlm_mcp.lm.scripted import ScriptedLM
+from rlm_mcp.server import build_server
+from rlm_mcp.server.state import session_key
+
+pytestmark = pytest.mark.anyio
+
+
+def _echo_sub() -> ScriptedLM:
+    return ScriptedLM(lambda messages: "ANSWER:" + messages[-1].content.upper())
+
+
+async def test_llm_query_inside_run_repl_uses_the_sub_model_and_reports_usage(
+    tmp_path: Path,
+) -> None:
+    sub = _echo_sub()
+    server = build_server(Settings(home=tmp_path), lm_factory=lambda m, s: (sub, sub))
+    with anyio.fail_after(120):
+        async with Client(server) as client:
+            res = await client.call_tool(
+                "run_repl",
+                {"code": "a = llm_query('hi')\nb = llm_query_batched(['x', 'y'])\nprint(a, b)"},
+            )
+            assert not res.is_error, res.content
+            out = res.structured_content
+            assert out["output"].strip() == "ANSWER:HI ['ANSWER:X', 'ANSWER:Y']"
+            assert out["sub_calls"] == 3
+            assert out["usage"]["total_calls"] == 3
+            # a call without llm_query reports no usage: usage is per call, not cumulative
+            again = await client.call_tool("run_repl", {"code": "print(a)"})
+            assert again.structured_content["usage"] is None
+
+
+async def test_llm_query_inside_run_repl_without_a_key_says_where_to_put_it(
+    tmp_path: Path,
+) -> None:
+    server = build_server(Settings(home=tmp_path), environ={})
+    with anyio.fail_after(120):
+        async with Client(server) as client:
+            res = await client.call_tool("run_repl", {"code": "x = 1\nllm_query('hi')"})
+            assert not res.is_error
+            out = res.structured_content
+            assert out["status"] == "error"
+            assert "OPENAI_API_KEY" in out["error"]
+            ok = await client.call_tool("run_repl", {"code": "print(x + 1)"})
+            assert ok.structured_content["output"].strip() == "2"
+
+
+async def _sampler(context: Any, params: Any) -> CreateMessageResult:
+    prompt = params.messages[-1].content.text
+    return CreateMessageResult(
+        role="assistant",
+        content=TextContent(type="text", text=f"sampled:{len(prompt)}"),
+        model="client-model",
+    )
+
+
+async def test_sampling_backend_answers_llm_query_with_the_clients_model(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, backend="sampling")
+    with anyio.fail_after(120):
+        async with Client(
+            build_server(settings), mode="legacy", sampling_callback=_sampler
+        ) as client:
+            res = await client.call_tool("run_repl", {"code": "print(llm_query('abcd'))"})
+            assert not res.is_error, res.content
+            assert res.structured_content["output"].strip() == "sampled:4"
+            usage = res.structured_content["usage"]
+            assert usage["total_calls"] == 1
+            q = await client.call_tool("llm_query", {"prompt": "hello"})
+            assert q.structured_content["text"] == "sampled:5"
+
+
+async def test_sampling_backend_on_the_modern_protocol_explains_why_it_cannot(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(home=tmp_path, backend="sampling")
+    with anyio.fail_after(120):
+        async with Client(build_server(settings), sampling_callback=_sampler) as client:
+            res = await client.call_tool("llm_query", {"prompt": "hello"})
+            assert res.is_error
+            assert "2025-11-25" in res.content[0].text
+
+
+async def test_two_legacy_clients_never_see_each_others_variables(tmp_path: Path) -> None:
+    server = build_server(Settings(home=tmp_path))
+    with anyio.fail_after(120):
+        async with (
+            Client(server, mode="legacy") as alice,
+            Client(server, mode="legacy") as bob,
+        ):
+            set_ = await alice.call_tool("run_repl", {"code": "secret = 'alice-42'"})
+            assert set_.structured_content["status"] == "ok"
+            peek = await bob.call_tool("run_repl", {"code": "print(secret)"})
+            assert peek.structured_content["status"] == "error"
+            assert "alice-42" not in json.dumps(peek.structured_content)
+            own = await alice.call_tool("run_repl", {"code": "print(secret)"})
+            assert own.structured_content["output"].strip() == "alice-42"
+
+
+def test_modern_http_calls_without_a_session_get_a_fresh_unguessable_one() -> None:
+    from types import SimpleNamespace
+
+    def ctx(token: str) -> Any:
+        return SimpleNamespace(protocol_version="2026-07-28", headers={"authorization": token})
+
+    k1, n1 = session_key(ctx("Bearer t"), None)
+    k2, n2 = session_key(ctx("Bearer t"), None)
+    assert n1 != n2 and k1 != k2
+    assert len(n1) >= 16
+    # passing the returned name back reaches the same session
+    assert session_key(ctx("Bearer t"), n1)[0] == k1
+    assert session_key(ctx("Bearer u"), n1)[0] != k1
+
+
+async def test_an_unexpected_exception_becomes_a_readable_tool_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(model: str | None, sub: str | None) -> Any:
+        raise ZeroDivisionError("boom in a factory")
+
+    server = build_server(Settings(home=tmp_path), lm_factory=broken)
+    with anyio.fail_after(60):
+        async with Client(server) as client:
+            res = await client.call_tool("rlm_complete", {"query": "q", "text": "t"})
+            assert res.is_error
+            text = res.content[0].text
+            assert "ZeroDivisionError: boom in a factory" in text
+            assert "bug in rlm-mcp" in text
+            assert "Traceback" not in text
+            ok = await client.call_tool("list_contexts", {})
+            assert not ok.is_error
+    assert any(r.exc_info for r in caplog.records if "rlm_complete" in r.getMessage())
+
+
+async def test_loading_a_big_file_reports_progress(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_text("line of text\n" * 1_000_000)  # 13 MB: several 4 MB chunks
+    seen: list[tuple[float, float | None]] = []
+
+    async def progress(p: float, total: float | None, msg: str | None) -> None:
+        seen.append((p, total))
+
+    with anyio.fail_after(120):
+        async with Client(build_server(Settings(home=tmp_path / "home"))) as client:
+            res = await client.call_tool(
+                "load_context", {"path": str(big)}, progress_callback=progress
+            )
+            assert not res.is_error, res.content
+            assert res.structured_content["lines"] == 1_000_000
+    assert len(seen) >= 2
+    assert seen[-1][0] == seen[-1][1] == big.stat().st_size
+
+
+async def test_finished_runs_are_resources_and_run_ids_cannot_escape(tmp_path: Path) -> None:
+    script = ["```repl\nprint(len(context))\n```", "FINAL(done)"]
+    server = build_server(
+        Settings(home=tmp_path), lm_factory=lambda m, s: (ScriptedLM(script), None)
+    )
+    (tmp_path / "secret.jsonl").write_text('{"key": "sk-live"}\n')
+    with anyio.fail_after(120):
+        async with Client(server) as client:
+            res = await client.call_tool("rlm_complete", {"query": "q", "text": "abc"})
+            assert not res.is_error, res.content
+            uri = res.structured_content["trajectory_resource"]
+            assert uri.startswith("rlm://trajectories/rlm_")
+            listed = json.loads((await client.read_resource("rlm://trajectories")).contents[0].text)
+            assert [r["uri"] for r in listed] == [uri]
+            body = (await client.read_resource(uri)).contents[0].text
+            kinds = [json.loads(line)["type"] for line in body.splitlines()]
+            assert kinds[0] == "config" and kinds[-1] == "result"
+            for bad in ("rlm://trajectories/..%2Fsecret", "rlm://trajectories/secret"):
+                with pytest.raises(Exception) as err:
+                    await client.read_resource(bad)
+                assert "sk-live" not in str(err.value)
