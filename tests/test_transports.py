@@ -138,3 +138,44 @@ def test_http_serve_refuses_non_loopback_without_token(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "RLM_MCP_TOKEN" in out.stderr
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_http_clients_never_see_each_others_repl_variables(tmp_path: Path, mode: str) -> None:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    port = _free_port()
+    env = {**os.environ, "RLM_MCP_HOME": str(tmp_path)}
+    env.pop("RLM_MCP_TOKEN", None)
+    proc = subprocess.Popen(
+        [RLM_MCP, "serve", "--transport", "http", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        with anyio.fail_after(90):
+            await _wait_listening(port)
+            async with (
+                httpx2.AsyncClient() as h1,
+                httpx2.AsyncClient() as h2,
+                Client(streamable_http_client(url, http_client=h1), mode=mode) as alice,
+                Client(streamable_http_client(url, http_client=h2), mode=mode) as bob,
+            ):
+                first = await alice.call_tool("run_repl", {"code": "secret = 'alice-42'"})
+                assert first.structured_content["status"] == "ok", first.content
+                session = first.structured_content["session"]
+                peek = await bob.call_tool("run_repl", {"code": "print(secret)"})
+                assert peek.structured_content["status"] == "error"
+                assert "alice-42" not in peek.structured_content["output"]
+                # alice continues her own session by passing its name back
+                own = await alice.call_tool(
+                    "run_repl", {"code": "print(secret)", "session": session}
+                )
+                assert own.structured_content["output"].strip() == "alice-42"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
