@@ -9,6 +9,7 @@ are an explicit allow-list without BaseException/SystemExit/type/getattr.
 from __future__ import annotations
 
 import ast
+import collections
 import operator
 import random as _random
 import types
@@ -16,13 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from RestrictedPython.compile import compile_restricted_exec
-from RestrictedPython.Eval import default_guarded_getitem
 from RestrictedPython.Guards import (
     full_write_guard,
     guarded_iter_unpack_sequence,
     guarded_unpack_sequence,
 )
-from RestrictedPython.transformer import INSPECT_ATTRIBUTES
+from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 USER_FILENAME = "<repl>"
+SANDBOX_MODULE = "__sandbox__"
 
 
 class SandboxTimeout(BaseException):
@@ -283,6 +284,30 @@ def inplacevar(op: str, x: Any, y: Any) -> Any:
     return fn(x, y)
 
 
+_WRITABLE_EXACT = frozenset({dict, list})
+_WRITABLE_BASES: tuple[type, ...] = (dict, list, collections.deque)
+
+
+def guarded_write(obj: Any) -> Any:
+    """`_write_`: which objects `x[k] = v`, `del x[k]` and `x.a = v` may change.
+
+    RestrictedPython's `full_write_guard` allows exactly `dict` and `list`, so `Counter`,
+    `defaultdict`, `OrderedDict` and `deque` (the containers models count with) refused item
+    assignment. Subclasses of these are safe: sandboxed code cannot define classes at all (no
+    `__build_class__`), so their writes are the builtin ones. Everything else goes through the
+    original guard (which refuses attribute writes on everything the sandbox hands out).
+    """
+    if type(obj) in _WRITABLE_EXACT or isinstance(obj, _WRITABLE_BASES):
+        return obj
+    return full_write_guard(obj)
+
+
+def aug_attr(obj: Any, name: str, op: str, value: Callable[[], Any]) -> None:
+    """`obj.name op= value()` with `obj` evaluated once by the caller, guarded read and write."""
+    current = guarded_getattr(obj, name)
+    setattr(guarded_write(obj), name, inplacevar(op, current, value()))
+
+
 class CappedPrinter:
     """One print collector per call, shared by every scope: stores at most `cap` characters.
 
@@ -321,50 +346,88 @@ class CappedPrinter:
         return "".join(self.parts)
 
 
-class _Rewriter(ast.NodeTransformer):
-    """Rewrite idioms RestrictedPython refuses but models write constantly.
+class _Policy(RestrictingNodeTransformer):
+    """RestrictedPython's transformer plus the idioms models write constantly.
 
-    `x[k] += v` -> `x[k] = x[k] + v` (the target expressions are evaluated twice);
-    `obj.a += v` -> `obj.a = obj.a + v`; bare `except:` -> `except Exception:` so the sandbox's
-    timeout cannot be swallowed.
+    - `x[k] op= v` stays a native augmented assignment on `_write_(x)[k]`: `x` and `k` are
+      evaluated once (RestrictedPython refuses it; rewriting to `x[k] = x[k] op v` evaluated
+      them twice). The read is the plain subscript `_getitem_` would do (it checks nothing).
+    - `obj.a op= v` becomes `_aug_attr_(obj, 'a', op, lambda: v)`: `obj` once, guarded read,
+      then `v`, then the write guard; the same order Python uses.
+    - `printed` is an ordinary variable name, not RestrictedPython's print collector.
+    - bare `except:` becomes `except Exception:` so the sandbox's interrupt cannot be swallowed.
     """
 
-    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
-        self.generic_visit(node)
-        if isinstance(node.target, ast.Subscript | ast.Attribute):
-            load = _as_load(node.target)
-            value = ast.BinOp(left=load, op=node.op, right=node.value)
-            new = ast.Assign(targets=[node.target], value=value)
-            return ast.fix_missing_locations(ast.copy_location(new, node))
-        return node
+    def check_name(self, node: Any, name: str | None, allow_magic_methods: bool = False) -> None:
+        if name == "printed":
+            return
+        super().check_name(node, name, allow_magic_methods)
 
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.AST:
-        self.generic_visit(node)
+    def visit_Name(self, node: ast.Name) -> Any:
+        if node.id == "printed":
+            return node
+        return super().visit_Name(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> Any:
+        if isinstance(node.target, ast.Subscript):
+            return self.node_contents_visit(node)  # target becomes `_write_(x')[k']` (Store)
+        if isinstance(node.target, ast.Attribute):
+            target = node.target
+            load = ast.Attribute(value=target.value, attr=target.attr, ctx=ast.Load())
+            checked = self.visit(ast.copy_location(load, target))
+            if not isinstance(checked, ast.Call):  # refused (error recorded): keep the tree sane
+                return node
+            value = self.visit(node.value)
+            thunk = ast.Lambda(
+                args=ast.arguments(
+                    posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]
+                ),
+                body=value,
+            )
+            call = ast.Call(
+                func=ast.Name("_aug_attr_", ast.Load()),
+                args=[
+                    checked.args[0],
+                    ast.Constant(target.attr),
+                    ast.Constant(_OP_SYMBOLS[type(node.op)]),
+                    thunk,
+                ],
+                keywords=[],
+            )
+            new = ast.Expr(value=call)
+            return ast.fix_missing_locations(ast.copy_location(new, node))
+        return super().visit_AugAssign(node)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> Any:
         if node.type is None:
             node.type = ast.copy_location(ast.Name(id="Exception", ctx=ast.Load()), node)
-        return node
+        return super().visit_ExceptHandler(node)
 
 
-def _as_load(target: ast.expr) -> ast.expr:
-    clone = ast.parse(ast.unparse(target), mode="eval").body
-    for n in ast.walk(clone):
-        if hasattr(n, "ctx"):
-            n.ctx = ast.Load()
-    ast.copy_location(clone, target)
-    for n in ast.walk(clone):
-        ast.copy_location(n, target)
-    return clone
+_OP_SYMBOLS: dict[type[ast.operator], str] = {
+    ast.Add: "+=",
+    ast.Sub: "-=",
+    ast.Mult: "*=",
+    ast.Div: "/=",
+    ast.FloorDiv: "//=",
+    ast.Mod: "%=",
+    ast.Pow: "**=",
+    ast.LShift: "<<=",
+    ast.RShift: ">>=",
+    ast.BitOr: "|=",
+    ast.BitXor: "^=",
+    ast.BitAnd: "&=",
+    ast.MatMult: "@=",
+}
 
 
 def compile_user_code(source: str) -> tuple[types.CodeType | None, list[str]]:
-    """Parse, rewrite and restricted-compile; returns (code, errors)."""
+    """Parse and restricted-compile with the sandbox's transformer; returns (code, errors)."""
     try:
         tree = ast.parse(source, filename=USER_FILENAME, mode="exec")
     except SyntaxError as exc:
         return None, [f"SyntaxError: {exc.msg} (line {exc.lineno})"]
-    tree = _Rewriter().visit(tree)
-    ast.fix_missing_locations(tree)
-    result = compile_restricted_exec(tree, filename=USER_FILENAME)
+    result = compile_restricted_exec(tree, filename=USER_FILENAME, policy=_Policy)
     if result.errors:
         return None, list(result.errors)
     return result.code, []
@@ -454,14 +517,16 @@ def build_globals(
     safe["__import__"] = make_importer(rng)
     return {
         "__builtins__": safe,
-        "__name__": "__sandbox__",
+        "__name__": SANDBOX_MODULE,
         "__metaclass__": type,
         "_getattr_": guarded_getattr,
-        "_getitem_": default_guarded_getitem,
+        # RestrictedPython's default_guarded_getitem checks nothing either; the C one is faster.
+        "_getitem_": operator.getitem,
         "_getiter_": iter,
         "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
         "_unpack_sequence_": guarded_unpack_sequence,
-        "_write_": full_write_guard,
+        "_write_": guarded_write,
+        "_aug_attr_": aug_attr,
         "_inplacevar_": inplacevar,
         "_apply_": _apply,
         "_print_": printer,

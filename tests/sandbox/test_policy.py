@@ -164,3 +164,94 @@ def test_guarded_getattr_refuses_modules_format_and_private_names() -> None:
         with pytest.raises(policy.PolicyViolation):
             policy.guarded_getattr("s", name)
     assert policy.guarded_getattr([], "append") is not None
+
+
+def test_augmented_assignment_evaluates_its_target_once() -> None:
+    r = run(
+        "calls = []\n"
+        "def key(k):\n"
+        "    calls.append(k)\n"
+        "    return k\n"
+        "d = {'a': 1, 'b': [1]}\n"
+        "d[key('a')] += 1\n"
+        "d[key('b')] += [2]\n"
+        "rows = [[0, 0]]\n"
+        "rows[len(calls) - 2][key(1)] -= 5\n"
+        "print(d, rows, calls)"
+    )
+    assert r["status"] == "ok", r["error"]
+    assert r["output"] == "{'a': 2, 'b': [1, 2]} [[0, -5]] ['a', 'b', 1]\n"
+
+
+def test_augmented_assignment_mutates_in_place_like_python() -> None:
+    r = run("d = {'k': [1]}\nalias = d['k']\nd['k'] += [2]\nprint(alias, alias is d['k'])")
+    assert r["output"] == "[1, 2] True\n"
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "from collections import Counter\ncounts = Counter()",
+        "from collections import defaultdict\ncounts = defaultdict(int)",
+        "from collections import OrderedDict\ncounts = OrderedDict(a=0, b=0)",
+        "counts = {'a': 0, 'b': 0}",
+    ],
+)
+def test_counting_idiom_works_on_every_counting_container(setup: str) -> None:
+    r = run(setup + "\nfor w in 'abab':\n    counts[w] += 1\nprint(sorted(counts.items()))")
+    assert r["status"] == "ok", r["error"]
+    assert r["output"] == "[('a', 2), ('b', 2)]\n"
+
+
+def test_item_assignment_on_deque_and_slices_works() -> None:
+    r = run(
+        "from collections import deque\nq = deque([1, 2])\nq[0] = 5\nl = [1, 2]\nl[1:] += [3]\n"
+        "print(list(q), l)"
+    )
+    assert r["output"] == "[5, 2] [1, 2, 3]\n"
+
+
+def test_augmented_attribute_assignment_reads_guarded_and_evaluates_target_once() -> None:
+    class Box:
+        _guarded_writes = True  # RestrictedPython's opt-in for writable objects
+
+        def __init__(self) -> None:
+            self.v = 1
+
+    box = Box()
+    ex = Executor(max_output_chars=100)
+    ex.ns["box"] = box
+    r = run("n = []\ndef f():\n    n.append(1)\n    return box\nf().v += 41\nprint(len(n))", ex)
+    assert r["status"] == "ok", r["error"]
+    assert (r["output"], box.v) == ("1\n", 42)
+
+
+def test_augmented_attribute_assignment_is_refused_on_what_the_sandbox_hands_out() -> None:
+    for code in ("import math\nmath.pi += 1", "x = 1\nx.real += 1", "s = 'a'\ns.format += 'b'"):
+        r = run(code)
+        assert r["status"] != "ok"
+    r = run("l = [1]\nl._x += 1")
+    assert r["status"] == "violation" and "_x" in r["error"]["message"]
+
+
+def test_attribute_writes_on_plain_objects_stay_refused() -> None:
+    r = run("import json\nf = json.loads\nf.x = 1")
+    assert r["status"] == "error" and r["error"]["type"] == "TypeError"
+
+
+def test_printed_is_an_ordinary_variable_name() -> None:
+    ex = Executor(max_output_chars=100)
+    r = run("print('hi')\nprinted = 3\nprinted += 1\nprint(printed)", ex)
+    assert r["status"] == "ok", r["error"]
+    assert r["output"] == "hi\n4\n"
+    assert [v["name"] for v in r["variables"]] == ["printed"]
+    assert ex.get_variable_text("printed") == "4"
+
+
+def test_reading_printed_never_returns_the_print_collector() -> None:
+    r = run("print('x')\ny = printed")
+    assert r["status"] == "error"
+    assert (r["error"]["type"], r["error"]["line"]) == ("NameError", 2)
+    r = run("print('x')\ndef f():\n    print('in f')\n    return 1\nz = f()")
+    assert [v["name"] for v in r["variables"]] == ["f", "z"]
+    assert "CappedPrinter" not in repr(r)
