@@ -240,6 +240,46 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 _COMMAND_GROUPS.append(_add_server_commands)
 
 
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    import os
+
+    import anyio
+
+    from rlm_mcp.bench.tasks.generators import parse_length
+    from rlm_mcp.demo import run_demo
+
+    real = bool(args.backend or args.model)
+    if real:
+        settings = dataclasses.replace(
+            settings,
+            backend=args.backend or settings.backend,
+            model=args.model or settings.model,
+            sub_model=args.sub_model or settings.sub_model,
+        )
+    result = anyio.run(
+        lambda: run_demo(
+            settings, chars=parse_length(args.chars), real_models=real, environ=dict(os.environ)
+        )
+    )
+    return 0 if result.correct else 1
+
+
+def _add_demo_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="offline demo: load a haystack, run_repl, rlm_complete through the MCP protocol",
+    )
+    p.add_argument("--chars", default="2m", help="haystack size, e.g. 200k, 2m, 50m (default 2m)")
+    p.add_argument("--backend", default=None, help="use real models from this backend")
+    p.add_argument("--model", default=None, help="root model (implies real models)")
+    p.add_argument("--sub-model", default=None, help="sub-call model")
+    p.set_defaults(handler=_cmd_demo)
+
+
+_COMMAND_GROUPS.append(_add_demo_commands)
+
+
 def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     from rlm_mcp.clients import snippet
 
@@ -265,31 +305,21 @@ def _cmd_complete(args: argparse.Namespace, settings: Settings) -> int:
     import os
     from pathlib import Path
 
+    from rlm_mcp.backends import build_lms
     from rlm_mcp.errors import RLMError
-    from rlm_mcp.lm import resolve_lm
     from rlm_mcp.rlm import RLM
     from rlm_mcp.sandbox import ContextSpec
 
-    environ = dict(os.environ)
-    if args.base_url:
-        environ["OPENAI_BASE_URL" if "openai" in args.backend else "ANTHROPIC_BASE_URL"] = (
-            args.base_url
-        )
-    backend = args.backend or settings.backend
-    model = args.model or settings.model
-    kw: dict[str, Any] = {"model_name": model}
-    if args.base_url:
-        kw["base_url"] = args.base_url
     try:
-        lm = resolve_lm(backend, environ=environ, **kw)
-        sub_backend = args.sub_backend or settings.sub_backend
-        sub_model = args.sub_model or settings.sub_model
-        sub_lm = None
-        if sub_backend or sub_model:
-            sub_kw: dict[str, Any] = {"model_name": sub_model or model}
-            if args.base_url and not args.sub_backend:
-                sub_kw["base_url"] = args.base_url
-            sub_lm = resolve_lm(sub_backend or backend, environ=environ, **sub_kw)
+        lm, sub_lm = build_lms(
+            settings,
+            environ=os.environ,
+            backend=args.backend,
+            model=args.model,
+            sub_backend=args.sub_backend,
+            sub_model=args.sub_model,
+            base_url=args.base_url,
+        )
         store = None
         context: Any
         if args.context.startswith("ctx_"):

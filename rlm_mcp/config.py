@@ -134,6 +134,11 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "subcalls"
+    def __post_init__(self) -> None:
+        # `--home` and RLM_MCP_HOME arrive as strings; every *_dir property needs a Path.
+        if not isinstance(self.home, Path):
+            object.__setattr__(self, "home", Path(self.home).expanduser())
+
 
     @property
     def trajectory_dir(self) -> Path:

@@ -34,3 +34,9 @@ def test_settings_read_typed_values_and_overrides_win() -> None:
 def test_a_malformed_variable_names_itself(var: str, value: str) -> None:
     with pytest.raises(ConfigError, match=var):
         Settings.from_env({var: value})
+
+
+def test_a_home_given_as_a_string_becomes_a_path(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, home=str(tmp_path))
+    assert settings.home == tmp_path
+    assert settings.store_dir == tmp_path / "contexts"

@@ -157,9 +157,9 @@ def explain(exc: RLMError) -> str:
         return f"{text}; call list_contexts to see the stored handles"
     if isinstance(exc, MissingAPIKeyError):
         return (
-            f'{text} For this server, put {exc.env_var} in the "env" block of its entry in the '
-            "MCP client's config (clients do not pass your shell's environment), or set "
-            "RLM_MCP_BACKEND=sampling there to use the client's own model."
+            f"No API key for {exc.provider}: put {exc.env_var} in the \"env\" block of this "
+            "server's entry in the MCP client's config (clients do not pass your shell's "
+            "environment), or set RLM_MCP_BACKEND=sampling there to use the client's own model."
         )
     return str(exc)
 
