@@ -40,10 +40,13 @@ _EXPORTS: dict[str, str] = {
     "ScriptedLM": "rlm_mcp.lm.scripted",
     "SessionPool": "rlm_mcp.sandbox.pool",
     "Settings": "rlm_mcp.config",
+    "TrajectoryError": "rlm_mcp.errors",
     "UnreadablePathError": "rlm_mcp.errors",
     "Usage": "rlm_mcp.lm.base",
     "UsageSummary": "rlm_mcp.lm.usage",
+    "render_html": "rlm_mcp.viewer",
     "resolve_lm": "rlm_mcp.lm",
+    "write_html": "rlm_mcp.viewer",
 }
 
 #: A literal list on purpose: adding a public name is a decision (tests/test_package.py checks it;
@@ -76,11 +79,14 @@ __all__ = [
     "ScriptedLM",
     "SessionPool",
     "Settings",
+    "TrajectoryError",
     "UnreadablePathError",
     "Usage",
     "UsageSummary",
     "__version__",
+    "render_html",
     "resolve_lm",
+    "write_html",
 ]
 
 

@@ -400,3 +400,29 @@ def _add_complete_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 _COMMAND_GROUPS.append(_add_complete_commands)
+
+
+# --- trajectory viewer (issue 8) -------------------------------------------------------------
+
+
+def _cmd_view(args: argparse.Namespace, settings: Settings) -> int:
+    import webbrowser
+
+    from rlm_mcp.viewer import write_html
+
+    out = write_html(args.trajectory, args.out)
+    print(out)
+    if args.open and not webbrowser.open(out.resolve().as_uri()):
+        print("rlm-mcp view: no browser could be opened; open the file above.", file=sys.stderr)
+    return 0
+
+
+def _add_view_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("view", help="write a self-contained HTML page for a trajectory JSONL")
+    p.add_argument("trajectory", help="a trajectory .jsonl (rlm-mcp complete --log-dir DIR)")
+    p.add_argument("--out", default=None, help="the page to write (default: beside it, .html)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.set_defaults(handler=_cmd_view)
+
+
+_COMMAND_GROUPS.append(_add_view_commands)

@@ -12,7 +12,8 @@ RLMError                          every error rlm-mcp raises on purpose
 ├── ProviderError                 a language-model call failed after its retries
 │   ├── ProviderTimeoutError      ... because it ran out of time
 │   └── SamplingUnavailableError  the MCP client cannot sample (no capability, no back channel)
-└── BudgetExceededError           a token/cost/time budget ran out (the loop turns it into a result)
+├── BudgetExceededError           a token/cost/time budget ran out (the loop turns it into a result)
+└── TrajectoryError               a file is missing or is not a trajectory JSONL (the viewer)
 ```
 
 Messages name the thing and the fix, because they end up in front of a person or a model that has
@@ -33,6 +34,7 @@ __all__ = [
     "RLMError",
     "SamplingUnavailableError",
     "SandboxError",
+    "TrajectoryError",
     "UnreadablePathError",
 ]
 
@@ -122,3 +124,7 @@ class BudgetExceededError(RLMError):
     def __init__(self, which: str, message: str) -> None:
         self.which = which
         super().__init__(message)
+
+
+class TrajectoryError(RLMError):
+    """A trajectory file to view is missing or is not the JSONL an RLM run writes."""

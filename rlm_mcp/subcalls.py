@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,9 @@ __all__ = ["Budget", "SubCallRouter", "emit"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SUBCALL_CHARS = 400_000
+#: How much of each sub-call's prompt and answer the trajectory keeps (for the viewer): enough to
+#: recognise the call, bounded so 1,000 sub-calls over 400K-char chunks stay a small file.
+SUBCALL_PREVIEW_CHARS = 2_000
 
 
 async def emit(on_event: Callable[[RLMEvent], Any] | None, event: RLMEvent) -> None:
@@ -151,6 +155,7 @@ class SubCallRouter:
                 {"index": n, "prompt_chars": len(prompt), "child": self.child_factory is not None},
             ),
         )
+        t0 = time.perf_counter()
         if self.child_factory is not None:
             result = await self.child_factory(prompt, n)
             text = result.response
@@ -163,6 +168,7 @@ class SubCallRouter:
                 cost=result.usage.total_cost,
                 depth=self.depth + 1,
                 child=True,
+                trajectory=result.trajectory,
             )
         else:
             comp = await self.lm.complete([Message("user", prompt)], temperature=self.temperature)
@@ -180,6 +186,10 @@ class SubCallRouter:
                 cost=cost,
                 depth=self.depth + 1,
             )
+        record.index = n
+        record.duration_s = time.perf_counter() - t0
+        record.prompt_preview = prompt[:SUBCALL_PREVIEW_CHARS]
+        record.response_preview = text[:SUBCALL_PREVIEW_CHARS]
         self.records.append(record)
         await emit(
             self.on_event,

@@ -52,13 +52,22 @@ class SubCallRecord:
     cost: float | None = None
     depth: int = 1
     child: bool = False  # answered by a child RLM rather than one LM call
+    # For the trajectory viewer: which call of its run, how long it took, the heads of the
+    # prompt and answer (clipped, see subcalls.SUBCALL_PREVIEW_CHARS) and a child run's turns.
+    index: int = 0
+    duration_s: float = 0.0
+    prompt_preview: str = ""
+    response_preview: str = ""
+    trajectory: list[IterationRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubCallRecord:
-        return cls(**data)
+        d = dict(data)
+        d["trajectory"] = [IterationRecord.from_dict(r) for r in d.get("trajectory", [])]
+        return cls(**d)
 
 
 @dataclass
