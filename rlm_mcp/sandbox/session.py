@@ -8,6 +8,7 @@ a restart after any death, cancellation or overflow, reported as `reset=True`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import Process
@@ -28,6 +29,8 @@ from anyio.abc import Process
 from rlm_mcp.config import (
     DEFAULT_EXEC_TIMEOUT,
     DEFAULT_MAX_OUTPUT_CHARS,
+    DEFAULT_MAX_PROMPT_CHARS,
+    DEFAULT_MAX_SUB_CALLS,
     DEFAULT_WORKER_MEMORY_MB,
 )
 from rlm_mcp.errors import SandboxError
@@ -49,11 +52,16 @@ _RESET_NOTE = "the sandbox worker was restarted: every variable of this session 
 
 @dataclass(frozen=True, slots=True)
 class SandboxLimits:
+    """Per-session limits. `hard_timeout_grace` is also how long a cancelled call may take to stop
+    softly (keeping variables) before the worker is killed."""
+
     timeout: float = DEFAULT_EXEC_TIMEOUT
     hard_timeout_grace: float = 5.0
     memory_mb: int = DEFAULT_WORKER_MEMORY_MB  # on top of what the context needs
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
     max_open_files: int = 32
+    max_sub_calls: int = DEFAULT_MAX_SUB_CALLS  # llm_query prompts per execute
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS  # characters of one llm_query prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,20 @@ class ContextSpec:
 
 class _WorkerDied(Exception):
     pass
+
+
+class _Exchange:
+    """Where one execute's conversation stands, so a cancellation knows what the worker awaits."""
+
+    def __init__(self, soft_deadline: float) -> None:
+        self.soft_deadline = soft_deadline
+        self.awaiting_reply = False  # the worker is blocked on an llm_reply frame
+        self.sub_calls = 0
+
+
+#: What happened to the last cancelled execute: "interrupted" (stopped softly, variables kept)
+#: or "killed" (the worker did not stop within the grace period and was restarted).
+CancelOutcome = Literal["interrupted", "killed"]
 
 
 class _Worker:
@@ -141,6 +163,9 @@ class SandboxSession:
         self._lock = anyio.Lock()
         self._closed = False
         self.last_used = time.monotonic()
+        #: How the last cancelled `execute` ended; the next result also says it in its notes.
+        self.last_cancellation: CancelOutcome | None = None
+        self._carry: tuple[str, bool] | None = None  # (note, reset) for the next result
 
     @property
     def is_alive(self) -> bool:
@@ -190,6 +215,8 @@ class SandboxSession:
                         "max_open_files": self.limits.max_open_files,
                         "hard_timeout_grace": self.limits.hard_timeout_grace,
                         "sub_calls": self.sub_calls is not None,
+                        "max_sub_calls": self.limits.max_sub_calls,
+                        "max_prompt_chars": self.limits.max_prompt_chars,
                     }
                 )
                 ready = await worker.receive()
@@ -210,21 +237,27 @@ class SandboxSession:
                 await self._spawn()
 
     async def execute(self, code: str, *, timeout: float | None = None) -> ExecResult:
-        """Run `code` in the session; the model's failures come back as data, never raise."""
+        """Run `code` in the session; the model's failures come back as data, never raise.
+
+        Cancelling the caller interrupts the code softly (the same path as the soft timeout:
+        `finally:` blocks run, variables are kept); only if the worker does not stop within
+        `hard_timeout_grace` is it killed and restarted. `last_cancellation` and the next result's
+        notes say which.
+        """
         async with self._lock:
             await self.start()
             assert self._worker is not None
             worker = self._worker
             soft = self.limits.timeout if timeout is None else timeout
             t0 = time.perf_counter()
-            counter = [0]
+            exchange = _Exchange(time.monotonic() + soft)
             self.last_used = time.monotonic()
             reply: dict[str, Any] | None = None
             status, note = "crashed", _RESET_NOTE
             try:
                 with anyio.move_on_after(soft + self.limits.hard_timeout_grace):
                     await worker.send({"op": "exec", "code": code, "timeout": soft})
-                    reply = await self._serve(worker, counter)
+                    reply = await self._serve(worker, exchange)
                 if reply is None:
                     status = "timeout"
                     note = f"code ran past {soft + self.limits.hard_timeout_grace:.1f}s; " + note
@@ -232,8 +265,11 @@ class SandboxSession:
                 note = "the sandbox worker died (memory limit or signal); " + _RESET_NOTE
             except FrameTooLargeError:
                 note = "the sandbox worker sent an oversized reply; " + _RESET_NOTE
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._after_cancel(worker, exchange)
+                raise
             except BaseException:
-                # Cancelled by the caller: kill the code, leave a fresh worker behind.
                 worker.kill()
                 with anyio.CancelScope(shield=True):
                     await self._restart()
@@ -242,35 +278,113 @@ class SandboxSession:
                 self.last_used = time.monotonic()
             duration = time.perf_counter() - t0
             if reply is not None:
-                return _to_result(reply, duration, counter[0])
+                return self._with_carry(_to_result(reply, duration, exchange.sub_calls))
             await self._restart()
-            return ExecResult(
-                status=status,  # type: ignore[arg-type]
-                error=ErrorInfo(
-                    type="TimeoutError" if status == "timeout" else "WorkerCrash", message=note
-                ),
-                duration_s=duration,
-                reset=True,
-                sub_calls=counter[0],
-                notes=(note,),
+            return self._with_carry(
+                ExecResult(
+                    status=status,  # type: ignore[arg-type]
+                    error=ErrorInfo(
+                        type="TimeoutError" if status == "timeout" else "WorkerCrash",
+                        message=note,
+                    ),
+                    duration_s=duration,
+                    reset=True,
+                    sub_calls=exchange.sub_calls,
+                    notes=(note,),
+                )
             )
 
-    async def _serve(self, worker: _Worker, counter: list[int]) -> dict[str, Any]:
+    def _with_carry(self, result: ExecResult) -> ExecResult:
+        """Prefix what the caller could not be told (a cancelled previous call) to `result`."""
+        if self._carry is None:
+            return result
+        note, reset = self._carry
+        self._carry = None
+        return dataclasses.replace(result, reset=result.reset or reset, notes=(note, *result.notes))
+
+    async def _after_cancel(self, worker: _Worker, exchange: _Exchange) -> None:
+        """Stop the cancelled code softly, keeping the session; kill it after the grace period."""
+        grace = self.limits.hard_timeout_grace
+        stopped = False
+        try:
+            with anyio.move_on_after(grace):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._poke, worker)
+                    if exchange.awaiting_reply:
+                        exchange.awaiting_reply = False
+                        await worker.send({"op": "llm_reply", "ok": False, "error": "cancelled"})
+                    while True:
+                        msg = await worker.receive()
+                        if msg.get("op") != "llm":
+                            break
+                        await worker.send({"op": "llm_reply", "ok": False, "error": "cancelled"})
+                    stopped = True
+                    tg.cancel_scope.cancel()
+        except (_WorkerDied, FrameTooLargeError):
+            stopped = False
+        if stopped:
+            self.last_cancellation = "interrupted"
+            self._carry = (
+                "the previous call was cancelled: its code was interrupted, variables kept",
+                False,
+            )
+            return
+        logger.info("sandbox worker did not stop within %.1fs of a cancellation: killed", grace)
+        self.last_cancellation = "killed"
+        self._carry = (
+            f"the previous call was cancelled and its code did not stop within {grace:.1f}s; "
+            + _RESET_NOTE,
+            True,
+        )
+        worker.kill()
+        await self._restart()
+
+    @staticmethod
+    async def _poke(worker: _Worker) -> None:
+        """Deliver the interrupt until the worker answers (it ignores it outside user code)."""
+        while worker.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(worker.process.pid, signal.SIGUSR1)
+            await anyio.sleep(0.05)
+
+    async def _serve(self, worker: _Worker, exchange: _Exchange) -> dict[str, Any]:
         while True:
             msg = await worker.receive()
             if msg.get("op") != "llm":
                 return msg
-            prompts = [str(p) for p in msg.get("prompts", [])]
-            counter[0] += len(prompts)
-            if self.sub_calls is None:
-                answer: dict[str, Any] = {"ok": False, "error": "no sub-model in this session"}
-            else:
-                try:
-                    texts = await self.sub_calls(prompts, model=msg.get("model"))
-                    answer = {"ok": True, "texts": list(texts)}
-                except Exception as exc:
-                    answer = {"ok": False, "error": str(exc) or type(exc).__name__}
+            exchange.awaiting_reply = True
+            answer = await self._sub_call(msg, exchange)
+            exchange.awaiting_reply = False  # the frame is written before send() awaits
             await worker.send({"op": "llm_reply", **answer})
+
+    async def _sub_call(self, msg: dict[str, Any], exchange: _Exchange) -> dict[str, Any]:
+        """One llm/llm_batched request: limits checked here too, cut off at the soft deadline."""
+        prompts = [str(p) for p in msg.get("prompts", [])]
+        if self.sub_calls is None:
+            return {"ok": False, "error": "no sub-model in this session"}
+        limits = self.limits
+        if exchange.sub_calls + len(prompts) > limits.max_sub_calls:
+            return {
+                "ok": False,
+                "error": f"llm_query limit reached: at most {limits.max_sub_calls:,} sub-calls "
+                "per execute (SandboxLimits.max_sub_calls)",
+            }
+        if any(len(p) > limits.max_prompt_chars for p in prompts):
+            return {
+                "ok": False,
+                "error": f"llm_query prompt over {limits.max_prompt_chars:,} characters "
+                "(SandboxLimits.max_prompt_chars)",
+            }
+        exchange.sub_calls += len(prompts)
+        texts: list[str] | None = None
+        try:
+            with anyio.move_on_after(max(0.0, exchange.soft_deadline - time.monotonic())):
+                texts = list(await self.sub_calls(prompts, model=msg.get("model")))
+        except Exception as exc:
+            return {"ok": False, "error": str(exc) or type(exc).__name__}
+        if texts is None:
+            return {"ok": False, "error": "the execute time limit ran out during this sub-call"}
+        return {"ok": True, "texts": texts}
 
     async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
         async with self._lock:

@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from rlm_mcp.config import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_SUB_CALLS
 from rlm_mcp.sandbox import policy
 from rlm_mcp.sandbox.protocol import encode, read_frame_sync
 
@@ -60,11 +61,26 @@ class Executor:
     """Runs user code against one persistent namespace."""
 
     def __init__(
-        self, *, max_output_chars: int, llm: LLMBridge | None = None, use_timer: bool = False
+        self,
+        *,
+        max_output_chars: int,
+        llm: LLMBridge | None = None,
+        use_timer: bool = False,
+        max_sub_calls: int = DEFAULT_MAX_SUB_CALLS,
+        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
     ) -> None:
         self.max_output_chars = max_output_chars
         self.llm = llm
         self.use_timer = use_timer
+        self.max_sub_calls = max_sub_calls
+        self.max_prompt_chars = max_prompt_chars
+        self.sub_calls_used = 0
+        #: "idle" (trusted code), "user" (interruptible), "bridge" (waiting for the parent: an
+        #: interrupt is deferred until the reply is read, so the frame stream stays in step),
+        #: "interrupted" (unwinding after an interrupt: `finally:` blocks run, further signals
+        #: are ignored; the parent's hard deadline covers a `finally:` that never ends).
+        self.phase = "idle"
+        self.pending: str | None = None
         self.rng = random.Random()
         self.printer = policy.CappedPrinter(max_output_chars)
         self.final = _FinalSignal()
@@ -125,7 +141,10 @@ class Executor:
             """Ask the sub-model every prompt (concurrently, in the parent); answers in order."""
             if self.llm is None:
                 raise RuntimeError("llm_query is not available: this session has no sub-model")
-            return self.llm([str(p) for p in prompts], model)
+            texts = [str(p) for p in prompts]
+            self._check_sub_calls(texts)
+            self.sub_calls_used += len(texts)
+            return self._bridge(texts, None if model is None else str(model))
 
         def llm_query(prompt: str, model: str | None = None) -> str:
             """Ask the sub-model one prompt; returns its text."""
@@ -157,6 +176,46 @@ class Executor:
             "FINAL_VAR": FINAL_VAR,
         }
 
+    def _check_sub_calls(self, prompts: list[str]) -> None:
+        for p in prompts:
+            if len(p) > self.max_prompt_chars:
+                raise RuntimeError(
+                    f"llm_query prompt of {len(p):,} characters is over the sandbox limit of "
+                    f"{self.max_prompt_chars:,} (SandboxLimits.max_prompt_chars): send a slice "
+                    "of the context, e.g. split it into chunks and query each"
+                )
+        if self.sub_calls_used + len(prompts) > self.max_sub_calls:
+            raise RuntimeError(
+                f"llm_query limit reached: at most {self.max_sub_calls:,} sub-calls per execute "
+                f"(SandboxLimits.max_sub_calls), {self.sub_calls_used:,} used, "
+                f"{len(prompts):,} more asked: batch several items into one prompt, or "
+                "continue in the next execute"
+            )
+
+    def _bridge(self, prompts: list[str], model: str | None) -> list[str]:
+        """Call the parent with interrupts deferred: a signal during the wait is raised after."""
+        assert self.llm is not None
+        before = self.phase
+        self.phase = "bridge"
+        try:
+            return self.llm(prompts, model)
+        finally:
+            self.phase = before
+            if self.pending is not None and before == "user":
+                self.raise_interrupt(self.pending)
+
+    def interrupt(self, reason: str) -> None:
+        """Signal handler body: stop user code now, later (bridge) or not at all (trusted code)."""
+        if self.phase == "user":
+            self.raise_interrupt(reason)
+        elif self.phase == "bridge":
+            self.pending = self.pending or reason
+
+    def raise_interrupt(self, reason: str) -> None:
+        self.phase = "interrupted"
+        self.pending = None
+        raise policy.SandboxTimeout(reason)
+
     def user_names(self) -> list[str]:
         return sorted(n for n in self.ns if not n.startswith("_") and n not in _INTERNAL)
 
@@ -165,6 +224,8 @@ class Executor:
         self.printer = policy.CappedPrinter(self.max_output_chars)
         self.ns["_print_"] = self.printer
         self.final.value = None
+        self.sub_calls_used = 0
+        self.pending = None
         before = {n: (id(self.ns[n]), _summary(self.ns[n])) for n in self.user_names()}
         result: dict[str, Any] = {"status": "ok", "error": None, "notes": []}
         try:
@@ -179,18 +240,26 @@ class Executor:
                 "line": None,
             }
             return self._finish(result, before)
-        if self.use_timer and timeout:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
+            if self.use_timer and timeout:
+                signal.setitimer(signal.ITIMER_REAL, timeout)
+            self.phase = "user"
             exec(compiled, self.ns)
-        except policy.SandboxTimeout:
+            self.phase = "idle"
+        except policy.SandboxTimeout as exc:
+            self.phase = "idle"
+            cancelled = exc.args[:1] == ("cancelled",)
             result["status"] = "timeout"
             result["error"] = {
-                "type": "TimeoutError",
-                "message": f"interrupted after {timeout}s; variables kept",
-                "line": _user_line(sys.exc_info()[2]),
+                "type": "CancelledError" if cancelled else "TimeoutError",
+                "message": (
+                    "cancelled by the caller" if cancelled else f"interrupted after {timeout}s"
+                )
+                + "; variables kept (finally: blocks ran; nothing was rolled back)",
+                "line": _user_line(exc.__traceback__),
             }
         except BaseException as exc:
+            self.phase = "idle"
             status = (
                 "violation" if isinstance(exc, policy.PolicyViolation | ImportError) else "error"
             )
@@ -201,6 +270,7 @@ class Executor:
                 "line": _user_line(exc.__traceback__),
             }
         finally:
+            self.phase = "idle"
             if self.use_timer:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         return self._finish(result, before)
@@ -247,10 +317,6 @@ def _user_line(tb: Any) -> int | None:
         if frame.f_code.co_filename == policy.USER_FILENAME:
             line = lineno
     return line
-
-
-def _raise_timeout(signum: int, frame: Any) -> None:
-    raise policy.SandboxTimeout()
 
 
 def _set_limits(memory_mb: int, max_open_files: int) -> None:
@@ -311,7 +377,6 @@ def main() -> int:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     _pdeathsig()
-    signal.signal(signal.SIGALRM, _raise_timeout)
 
     def send(msg: dict[str, Any]) -> None:
         out.write(encode(msg))
@@ -333,7 +398,11 @@ def main() -> int:
         max_output_chars=int(init["max_output_chars"]),
         llm=bridge if init.get("sub_calls") else None,
         use_timer=True,
+        max_sub_calls=int(init.get("max_sub_calls", DEFAULT_MAX_SUB_CALLS)),
+        max_prompt_chars=int(init.get("max_prompt_chars", DEFAULT_MAX_PROMPT_CHARS)),
     )
+    signal.signal(signal.SIGALRM, lambda signum, frame: executor.interrupt("timeout"))
+    signal.signal(signal.SIGUSR1, lambda signum, frame: executor.interrupt("cancelled"))
     try:
         executor.set_context(
             path=init.get("path"), text=init.get("text"), documents=init.get("documents")

@@ -255,3 +255,48 @@ def test_reading_printed_never_returns_the_print_collector() -> None:
     r = run("print('x')\ndef f():\n    print('in f')\n    return 1\nz = f()")
     assert [v["name"] for v in r["variables"]] == ["f", "z"]
     assert "CappedPrinter" not in repr(r)
+
+
+def test_an_interrupt_in_user_code_stops_it_and_finally_blocks_run() -> None:
+    ex = Executor(max_output_chars=100)
+    ex.interrupt("timeout")  # idle: trusted code is never interrupted
+    ex.ns["tick"] = lambda: ex.interrupt("timeout")
+    r = run("try:\n    tick()\n    never = 1\nfinally:\n    print('cleanup')", ex)
+    assert (r["status"], r["error"]["type"], r["error"]["line"]) == ("timeout", "TimeoutError", 2)
+    assert r["output"] == "cleanup\n"
+    assert "never" not in ex.ns and ex.phase == "idle"
+
+
+def test_an_interrupt_during_a_sub_call_is_raised_after_the_reply_is_read() -> None:
+    seen: list[str] = []
+
+    def bridge(prompts: list[str], model: str | None) -> list[str]:
+        if not seen:
+            ex.interrupt("cancelled")  # the signal arrives while the worker waits for the parent
+            assert ex.phase == "bridge"
+        seen.extend(prompts)
+        return ["answer"]
+
+    ex = Executor(max_output_chars=100, llm=bridge)
+    r = run("x = llm_query('q')\nafter = 1", ex)
+    assert seen == ["q"]
+    assert (r["status"], r["error"]["type"]) == ("timeout", "CancelledError")
+    assert "cancelled by the caller" in r["error"]["message"]
+    assert "x" not in ex.ns and "after" not in ex.ns
+    assert run("print(llm_query('again'))", ex)["output"] == "answer\n"
+
+
+def test_sub_call_limits_are_checked_before_anything_is_sent() -> None:
+    sent: list[list[str]] = []
+
+    def bridge(prompts: list[str], model: str | None) -> list[str]:
+        sent.append(prompts)
+        return prompts
+
+    ex = Executor(max_output_chars=1000, llm=bridge, max_sub_calls=3, max_prompt_chars=10)
+    r = run("for i in range(10):\n    llm_query('p')", ex)
+    assert r["error"]["type"] == "RuntimeError" and "at most 3 sub-calls" in r["error"]["message"]
+    assert len(sent) == 3
+    r = run("llm_query('x' * 11)", ex)
+    assert "11 characters" in r["error"]["message"] and len(sent) == 3
+    assert run("print(llm_query_batched(['a', 'b', 'c']))", ex)["output"] == "['a', 'b', 'c']\n"

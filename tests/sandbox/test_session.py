@@ -184,3 +184,128 @@ async def test_worker_environment_holds_no_parent_secrets(monkeypatch: pytest.Mo
     env = _worker_env()
     assert "OPENAI_API_KEY" not in env and "HOME" not in env
     assert set(env) <= {"PATH", "LC_ALL"}
+
+
+async def test_soft_timeout_runs_finally_blocks_and_keeps_what_they_did() -> None:
+    code = (
+        "state = 'started'\n"
+        "try:\n"
+        "    while True:\n"
+        "        pass\n"
+        "finally:\n"
+        "    state = 'cleaned up'\n"
+        "    print('finally ran')\n"
+    )
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            r = await s.execute(code, timeout=0.5)
+            after = await s.execute("print(state)")
+    assert (r.status, r.reset) == ("timeout", False)
+    assert r.error is not None and r.error.type == "TimeoutError" and r.error.line in (3, 4)
+    assert "variables kept" in r.error.message
+    assert r.output == "finally ran\n"
+    assert [(v.name, v.summary) for v in r.variables] == [("state", "str, 10 chars")]
+    assert after.output == "cleaned up\n"
+
+
+class Slow:
+    """A sub-model that answers after `delay` seconds (or never)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.cancelled = 0
+
+    async def __call__(self, prompts: Sequence[str], *, model: str | None = None) -> list[str]:
+        try:
+            await anyio.sleep(self.delay)
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+        return ["late" for _ in prompts]
+
+
+async def test_timeout_during_a_sub_call_keeps_the_session_and_the_frames_in_step() -> None:
+    limits = SandboxLimits(timeout=0.5, hard_timeout_grace=3.0, memory_mb=256)
+    handler = Slow(1.0)
+    async with SandboxSession(limits=limits, sub_calls=handler) as s:
+        with anyio.fail_after(30):
+            await s.execute("kept = 7")
+            r = await s.execute("x = llm_query('slow')")
+            a = await s.execute("print(kept)")
+            b = await s.execute("print(kept + 1)")
+    assert (r.status, r.reset) == ("timeout", False)
+    assert handler.cancelled == 1
+    assert (a.output, b.output) == ("7\n", "8\n")
+
+
+async def test_cancellation_interrupts_softly_and_keeps_variables() -> None:
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            await s.execute("kept = 'yes'")
+            with anyio.move_on_after(0.3) as scope:
+                await s.execute(
+                    "try:\n    while True:\n        pass\nfinally:\n    tidy = 1", timeout=60
+                )
+            assert scope.cancelled_caught
+            assert s.last_cancellation == "interrupted"
+            r = await s.execute("print(kept, tidy)")
+            again = await s.execute("print('clean')")
+    assert r.output == "yes 1\n" and r.reset is False
+    assert "cancelled" in r.notes[0] and "variables kept" in r.notes[0]
+    assert again.notes == ()
+
+
+async def test_cancellation_of_code_stuck_in_c_kills_after_the_grace_period() -> None:
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            await s.execute("kept = 1")
+            with anyio.move_on_after(0.3):
+                await s.execute("x = sum(range(10**13))", timeout=60)
+            assert s.last_cancellation == "killed"
+            r = await s.execute("print(kept)")
+    assert r.reset is True and "every variable" in r.notes[0]
+    assert r.error is not None and r.error.type == "NameError"
+
+
+async def test_cancellation_during_a_sub_call_interrupts_softly() -> None:
+    handler = Slow(3600)
+    async with SandboxSession(limits=LIMITS, sub_calls=handler) as s:
+        with anyio.fail_after(30):
+            await s.execute("kept = 3")
+            with anyio.move_on_after(0.3):
+                await s.execute(
+                    "while True:\n    try:\n        llm_query('x')\n"
+                    "    except Exception:\n        pass",
+                    timeout=60,
+                )
+            r = await s.execute("print(kept)")
+    assert s.last_cancellation == "interrupted"
+    assert handler.cancelled == 1
+    assert (r.output, r.reset) == ("3\n", False)
+
+
+async def test_sub_call_count_per_execute_is_capped_with_a_clear_error() -> None:
+    limits = SandboxLimits(timeout=10, hard_timeout_grace=1.0, memory_mb=256, max_sub_calls=5)
+    handler = Recorder()
+    async with SandboxSession(limits=limits, sub_calls=handler) as s:
+        with anyio.fail_after(30):
+            r = await s.execute("for i in range(1000000):\n    llm_query(str(i))")
+            batch = await s.execute("llm_query_batched(['a'] * 6)")
+            fine = await s.execute("print(len(llm_query_batched(['a'] * 5)))")
+    assert r.status == "error" and r.error is not None and r.error.line == 2
+    assert "at most 5 sub-calls per execute" in r.error.message
+    assert "SandboxLimits.max_sub_calls" in r.error.message
+    assert r.sub_calls == 5 and len(handler.calls) == 5 + 1
+    assert batch.error is not None and "6 more asked" in batch.error.message
+    assert fine.output == "5\n"
+
+
+async def test_sub_call_prompt_size_is_capped_with_a_clear_error() -> None:
+    limits = SandboxLimits(timeout=10, hard_timeout_grace=1.0, memory_mb=256, max_prompt_chars=100)
+    handler = Recorder()
+    async with SandboxSession(limits=limits, sub_calls=handler) as s:
+        with anyio.fail_after(30):
+            r = await s.execute("llm_query('x' * 101)")
+    assert r.error is not None and "101 characters" in r.error.message
+    assert "max_prompt_chars" in r.error.message
+    assert handler.calls == []
