@@ -186,3 +186,22 @@ async def test_finished_runs_are_resources_and_run_ids_cannot_escape(tmp_path: P
                 with pytest.raises(Exception) as err:
                     await client.read_resource(bad)
                 assert "sk-live" not in str(err.value)
+
+
+async def test_rlm_complete_can_run_entirely_on_the_clients_model(tmp_path: Path) -> None:
+    replies = iter(["```repl\nprint(context.count('a'))\n```", "FINAL(three)"])
+
+    async def root(context: Any, params: Any) -> CreateMessageResult:
+        return CreateMessageResult(
+            role="assistant", content=TextContent(type="text", text=next(replies)), model="m"
+        )
+
+    settings = Settings(home=tmp_path, backend="sampling")
+    with anyio.fail_after(120):
+        async with Client(build_server(settings), mode="legacy", sampling_callback=root) as c:
+            res = await c.call_tool("rlm_complete", {"query": "how many a?", "text": "aaa"})
+            assert not res.is_error, res.content
+            out = res.structured_content
+            assert out["answer"] == "three"
+            assert out["iterations"] == 2
+            assert out["usage"]["total_calls"] == 2
