@@ -401,12 +401,17 @@ class SandboxSession:
                 raise
 
     async def set_context(self, ctx: ContextSpec | None) -> None:
-        """Swap `context`/`documents`, keeping every other variable."""
-        self.context = ctx
+        """Swap `context`/`documents`, keeping every other variable.
+
+        A context that does not fit in the worker's memory limit is refused with a SandboxError
+        saying so (the session keeps its previous context when nothing was dropped yet).
+        """
+        previous, self.context = self.context, ctx
         if not self.is_alive:
             return
         reply = await self._request({"op": "context", **(ctx or ContextSpec()).frame()})
         if reply.get("error"):
+            self.context = previous if reply.get("kept") else ContextSpec()
             raise SandboxError(f"the sandbox could not load the context: {reply['error']}")
 
     async def get_variable_text(self, name: str) -> str | None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from rlm_mcp.config import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_SUB_CALLS
-from rlm_mcp.sandbox import policy
+from rlm_mcp.sandbox import loader, policy
 from rlm_mcp.sandbox.protocol import encode, read_frame_sync
 
 __all__ = ["Executor", "main"]
@@ -85,6 +85,7 @@ class Executor:
         self.printer = policy.CappedPrinter(max_output_chars)
         self.final = _FinalSignal()
         self.context = ""
+        self.context_intact = True  # False once a failed set_context has dropped the old one
         self._lines: tuple[str, ...] | None = None
         self.ns = policy.build_globals(self.printer, self.rng, self._helpers())
         self.ns["context"] = ""
@@ -94,11 +95,30 @@ class Executor:
     def set_context(
         self, *, path: str | None, text: str | None, documents: list[list[Any]] | None
     ) -> None:
-        if path is not None:
-            with open(path, encoding="utf-8") as fh:
-                ctx = fh.read()
-        else:
-            ctx = text or ""
+        """Replace `context`/`documents`; a context that cannot fit is refused before reading.
+
+        The old context counts as freeable unless a user variable still refers to it. It is
+        dropped before the new one is read, so a read that still fails leaves an empty context
+        (and says so) rather than two half-loaded ones.
+        """
+        size = os.stat(path).st_size if path is not None else 0
+        held = sum(1 for v in self.ns.values() if v is self.context)
+        freeable = len(self.context) if held <= 1 else 0
+        loader.check_fits(size, freeable=freeable)
+        self.context_intact = False
+        self.context = ""
+        self._lines = None
+        self.ns["context"] = ""
+        self.ns["documents"] = ()
+        try:
+            ctx = loader.read_text(path) if path is not None else (text or "")
+        except MemoryError:
+            raise loader.ContextTooLargeError(
+                f"ran out of memory reading the context ({size / 2**20:,.1f} MB); the session's "
+                "context is now empty. Start a new session with this context or raise "
+                "SandboxLimits.memory_mb (RLM_MCP_WORKER_MEMORY_MB)."
+            ) from None
+        self.context_intact = True
         self.context = ctx
         self._lines = None
         self.ns["context"] = ctx
@@ -311,6 +331,12 @@ class Executor:
         return str(self.ns[name])
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, loader.ContextTooLargeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _user_line(tb: Any) -> int | None:
     line = None
     for frame, lineno in traceback.walk_tb(tb):
@@ -409,7 +435,7 @@ def main() -> int:
         )
         error = None
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = _describe(exc)
     _set_limits(int(init["memory_mb"]), int(init["max_open_files"]))
     hard = float(init.get("hard_timeout_grace", 5.0))
     send({"op": "ready", "error": error})
@@ -432,7 +458,7 @@ def main() -> int:
                 )
                 send({"op": "ok"})
             except BaseException as exc:
-                send({"op": "ok", "error": f"{type(exc).__name__}: {exc}"})
+                send({"op": "ok", "error": _describe(exc), "kept": executor.context_intact})
         elif op == "get":
             send({"op": "value", "value": executor.get_variable_text(str(msg["name"]))})
         elif op == "peak":

@@ -1,0 +1,135 @@
+"""Reading a context into the worker: one `str`, no second full-size copy alive at any time.
+
+`open(path).read()` holds the file's bytes and the decoded `str` at once (2x the context at the
+peak: 207 MB for 100M characters). Contexts are nearly always ASCII, and an ASCII `str` stores
+exactly the file's bytes, so the fast path allocates the final `str` once (`PyUnicode_New`) and
+reads the file into it a chunk at a time, checking each chunk is ASCII; the peak is the context
+plus one chunk. Anything else (non-ASCII text, another interpreter) takes the ordinary decode.
+The fast path fills a string nobody else has seen yet, exactly as C code building a `str` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import sys
+from collections.abc import Callable
+
+__all__ = ["ContextTooLargeError", "memory_headroom", "read_text"]
+
+_CHUNK = 4 * 1024 * 1024
+_FAST_MIN = 1024 * 1024  # below this the ordinary read is as good
+_MB = 1024 * 1024
+
+
+class ContextTooLargeError(Exception):
+    """The context does not fit in the memory the worker may still use."""
+
+
+@functools.cache
+def _ascii_allocator() -> Callable[[int], tuple[str, int]] | None:
+    """`alloc(n) -> (s, address of s's characters)` for a fresh ASCII str; None if unsupported."""
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        new = ctypes.pythonapi.PyUnicode_New
+        new.restype = ctypes.py_object
+        new.argtypes = (ctypes.c_ssize_t, ctypes.c_uint32)
+        offset = sys.getsizeof("") - 1  # sizeof(PyASCIIObject): the data follows the header
+
+        def alloc(n: int) -> tuple[str, int]:
+            text = new(n, 127)
+            return text, id(text) + offset
+
+        probe, address = alloc(4)
+        ctypes.memmove(address, b"ab\0d", 4)
+        if probe != "ab\0d" or len(probe) != 4 or not probe.isascii():
+            return None
+        return alloc
+    except (AttributeError, OSError, ValueError, TypeError):
+        return None
+
+
+def _read_ascii(path: str, size: int, alloc: Callable[[int], tuple[str, int]]) -> str | None:
+    """The file as one ASCII str filled in place; None if it is not ASCII (or changed size)."""
+    text, address = alloc(size)
+    buf = bytearray(min(_CHUNK, size))
+    source = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+    view = memoryview(buf)
+    pos = 0
+    with open(path, "rb", buffering=0) as fh:
+        while pos < size:
+            n = fh.readinto(view[: min(len(buf), size - pos)])
+            if not n:
+                return None  # the file shrank under us: the ordinary read will say what is there
+            if not (buf.isascii() if n == len(buf) else bytes(view[:n]).isascii()):
+                return None
+            ctypes.memmove(address + pos, source, n)
+            pos += n
+        if fh.read(1):
+            return None  # it grew
+    view.release()
+    return text
+
+
+def read_text(path: str, *, allocator: Callable[[int], tuple[str, int]] | None = None) -> str:
+    """The UTF-8 file at `path` as a str, with at most one full-size copy alive (ASCII files)."""
+    size = os.stat(path).st_size
+    alloc = allocator if allocator is not None else _ascii_allocator()
+    if alloc is not None and size >= _FAST_MIN:
+        text = _read_ascii(path, size, alloc)
+        if text is not None:
+            return text
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return data.decode("utf-8")
+
+
+def _status_kb(path: str, field: str) -> int | None:
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_headroom() -> tuple[int, str] | None:
+    """(bytes the worker may still allocate, what bounds it), or None when nothing is known."""
+    options: list[tuple[int, str]] = []
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        vm = _status_kb("/proc/self/status", "VmSize:")
+        if soft != resource.RLIM_INFINITY and vm is not None:
+            options.append(
+                (
+                    soft - vm * 1024,
+                    "the sandbox worker's memory limit (SandboxLimits.memory_mb, "
+                    "RLM_MCP_WORKER_MEMORY_MB, on top of the session's first context)",
+                )
+            )
+    available = _status_kb("/proc/meminfo", "MemAvailable:")
+    if available is not None:
+        options.append((available * 1024, "the memory available on this machine"))
+    return min(options) if options else None
+
+
+def check_fits(size: int, *, freeable: int = 0, slack: int = 16 * _MB) -> None:
+    """Raise ContextTooLargeError if `size` bytes of context cannot fit (before reading it)."""
+    room = memory_headroom()
+    if room is None:
+        return
+    headroom, bound = room
+    if size + slack > headroom + freeable:
+        raise ContextTooLargeError(
+            f"the context ({size / _MB:,.1f} MB) does not fit in {bound}: about "
+            f"{max(0, headroom + freeable) / _MB:,.1f} MB are left. Start a new session with "
+            "this context (a new worker sizes its limit to its first context), raise the "
+            "limit, or pass a smaller context (a slice of the handle)."
+        )

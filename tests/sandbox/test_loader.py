@@ -1,0 +1,126 @@
+"""Reading a context into the worker: same text as a plain read, one full-size copy at most."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from rlm_mcp.errors import SandboxError
+from rlm_mcp.sandbox import ContextSpec, SandboxLimits, SandboxSession, loader
+from rlm_mcp.sandbox.worker import Executor
+
+MB = 1024 * 1024
+
+
+def test_an_ascii_file_reads_into_one_string_equal_to_a_plain_read(tmp_path: Path) -> None:
+    path = tmp_path / "ascii.txt"
+    text = "".join(f"line {i} needle\n" for i in range(300_000))  # several chunks, odd tail
+    path.write_text(text)
+    got = loader.read_text(str(path))
+    assert got == text and len(got) == len(text) and got.isascii()
+    assert hash(got) == hash(text)
+    assert got.count("needle") == 300_000 and got.splitlines()[-1] == "line 299999 needle"
+
+
+@pytest.mark.parametrize("where", [0, 5 * MB + 3])
+def test_a_non_ascii_file_falls_back_to_an_ordinary_decode(tmp_path: Path, where: int) -> None:
+    path = tmp_path / "utf8.txt"
+    text = "a" * where + "\u00e9\u4e2d\U0001f600" + "b" * (2 * MB)
+    path.write_text(text, encoding="utf-8")
+    got = loader.read_text(str(path))
+    assert got == text and not got.isascii()
+
+
+def test_small_files_and_an_unavailable_fast_path_read_normally(tmp_path: Path) -> None:
+    path = tmp_path / "small.txt"
+    path.write_text("tiny \u00e9")
+    assert loader.read_text(str(path)) == "tiny \u00e9"
+    big = tmp_path / "big.txt"
+    big.write_text("x" * (2 * MB))
+
+    def refuse(n: int) -> tuple[str, int]:
+        raise AssertionError("not called for a file that shrank")
+
+    assert loader._read_ascii(str(big), 3 * MB, loader._ascii_allocator() or refuse) is None
+    assert loader._read_ascii(str(big), 1 * MB, loader._ascii_allocator() or refuse) is None
+
+
+def test_check_fits_names_the_limit_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "memory_headroom", lambda: (100 * MB, "the test limit"))
+    loader.check_fits(50 * MB)
+    loader.check_fits(120 * MB, freeable=50 * MB)
+    with pytest.raises(loader.ContextTooLargeError, match="does not fit in the test limit") as e:
+        loader.check_fits(120 * MB)
+    assert "new session" in str(e.value)
+    monkeypatch.setattr(loader, "memory_headroom", lambda: None)
+    loader.check_fits(10**15)
+
+
+def test_memory_headroom_reports_the_machine_or_the_worker_limit() -> None:
+    room = loader.memory_headroom()
+    assert room is not None and room[0] > 0 and "memory" in room[1]
+
+
+def test_executor_refuses_a_context_that_does_not_fit_and_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ctx.txt"
+    path.write_text("new context")
+    ex = Executor(max_output_chars=100)
+    ex.set_context(path=None, text="old", documents=None)
+    monkeypatch.setattr(loader, "memory_headroom", lambda: (0, "no room"))
+    with pytest.raises(loader.ContextTooLargeError):
+        ex.set_context(path=str(path), text=None, documents=None)
+    assert ex.context_intact and ex.ns["context"] == "old"
+
+
+def test_executor_out_of_memory_while_reading_leaves_an_empty_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ctx.txt"
+    path.write_text("new context")
+
+    def boom(path: str) -> str:
+        raise MemoryError
+
+    ex = Executor(max_output_chars=100)
+    ex.set_context(path=None, text="old", documents=None)
+    monkeypatch.setattr(loader, "read_text", boom)
+    with pytest.raises(loader.ContextTooLargeError, match="context is now empty"):
+        ex.set_context(path=str(path), text=None, documents=None)
+    assert not ex.context_intact and ex.ns["context"] == ""
+
+
+@pytest.mark.anyio
+async def test_set_context_bigger_than_the_worker_limit_is_a_clear_error(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a" * (160 * MB))
+    limits = SandboxLimits(timeout=10, hard_timeout_grace=1.0, memory_mb=64)
+    async with SandboxSession(context=ContextSpec(text="small"), limits=limits) as s:
+        with anyio.fail_after(60):
+            await s.execute("kept = 1")
+            with pytest.raises(SandboxError) as err:
+                await s.set_context(ContextSpec(path=big))
+            r = await s.execute("print(kept, context)")
+    message = str(err.value)
+    assert "does not fit" in message and "memory_mb" in message and "MemoryError" not in message
+    assert r.output == "1 small\n"
+    assert s.context == ContextSpec(text="small")
+
+
+@pytest.mark.anyio
+async def test_reading_a_context_keeps_one_copy_of_it_in_the_worker(tmp_path: Path) -> None:
+    path = tmp_path / "ctx.txt"
+    path.write_bytes(b"0123456789abcdef\n" * (48 * MB // 17))
+    size_kb = path.stat().st_size // 1024
+    limits = SandboxLimits(timeout=10, hard_timeout_grace=1.0, memory_mb=256)
+    with anyio.fail_after(60):
+        async with SandboxSession(limits=limits) as empty:
+            base_kb = await empty.peak_memory_kb()
+        async with SandboxSession(context=ContextSpec(path=path), limits=limits) as s:
+            peak_kb = await s.peak_memory_kb()
+            r = await s.execute("print(len(context), context[:5])")
+    assert r.output == f"{path.stat().st_size} 01234\n"
+    assert peak_kb - base_kb < 1.3 * size_kb  # a bytes + str read peaks at 2x
