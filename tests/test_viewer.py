@@ -71,7 +71,8 @@ async def test_a_run_records_each_sub_calls_prompt_answer_time_and_child_run(
     path = await _run(tmp_path, max_depth=2)
     records = load_trajectory(path)
     assert [r["type"] for r in records] == ["config", *["iteration"] * 4, "result"]
-    subs = records[3]["code_blocks"][0]["sub_calls"]
+    # parallel child runs finish in any order; the index says which call each one was
+    subs = sorted(records[3]["code_blocks"][0]["sub_calls"], key=lambda s: s["index"])
     assert [s["index"] for s in subs] == [1, 2]
     assert subs[0]["prompt_preview"] == "Find the tag. TAG=red"
     assert subs[1]["response_preview"] == "leaf-blue" and subs[1]["response_chars"] == 9
@@ -112,6 +113,7 @@ async def test_the_page_of_a_real_run_shows_question_answer_errors_and_every_sub
     assert its[1]["b"][0]["st"] == "error" and "ZeroDivisionError" in its[1]["b"][0]["err"]
     assert its[0]["why"] == "Let me look." and "```" not in its[0]["why"]
     assert its[3]["fin"] == "two tags"
+    assert [sub["i"] for sub in its[2]["b"][0]["sub"]] == [1, 2]  # in call order
     child = its[2]["b"][0]["sub"][0]
     assert child["c"] and child["it"][0]["b"][0]["sub"][0]["p"] == "leaf red"
     assert "<title>my run</title>" in page

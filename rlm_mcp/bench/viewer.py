@@ -140,7 +140,24 @@ def _best_ms(fn: Any, repeat: int) -> float:
     return min(times)
 
 
-def _browser_rows(page: str, baseline_page: str, repeat: int) -> list[BenchRow]:
+#: In the viewer page: open every sub-call (building its prompt, answer and child run) and lay
+#: the page out; the time in ms.
+_OPEN_ALL = """(() => { const t = performance.now();
+  document.querySelector('.tools button').click(); document.body.offsetHeight;
+  return performance.now() - t; })()"""
+#: Baseline for it, in the same page: the same prompt and answer texts as bare <pre> elements
+#: appended at once, then laid out.
+_PLAIN_PRES = """(() => { const d = JSON.parse(document.getElementById('rlm-data').textContent);
+  const t = performance.now(), box = document.createElement('div');
+  const txt = v => typeof v === 'string' ? v : v.t;
+  d.iterations.forEach(it => it.b.forEach(b => b.sub.forEach(s => {
+    for (const v of [s.p, s.r]) { const p = document.createElement('pre');
+      p.textContent = txt(v); box.appendChild(p); } })));
+  document.body.appendChild(box); document.body.offsetHeight;
+  return performance.now() - t; })()"""
+
+
+def _browser_rows(page: str, baseline_page: str, repeat: int, sub_calls: int) -> list[BenchRow]:
     from rlm_mcp.viewer.browser import HeadlessChromium
 
     mark = "performance.getEntriesByName('rlm-rendered')[0].startTime"
@@ -149,10 +166,13 @@ def _browser_rows(page: str, baseline_page: str, repeat: int) -> list[BenchRow]:
         plain_file = Path(tmp) / "plain.html"
         viewer_file.write_text(page, encoding="utf-8")
         plain_file.write_text(baseline_page, encoding="utf-8")
-        viewer_ms, plain_ms = [], []
+        viewer_ms, plain_ms, open_ms, pres_ms = [], [], [], []
         for _ in range(repeat):
             browser.open(viewer_file.as_uri())
             viewer_ms.append(float(browser.evaluate(mark)))
+            open_ms.append(float(browser.evaluate(_OPEN_ALL)))
+            browser.open(viewer_file.as_uri())
+            pres_ms.append(float(browser.evaluate(_PLAIN_PRES)))
             browser.open(plain_file.as_uri())
             plain_ms.append(float(browser.evaluate(mark)))
         errors = list(browser.console_errors)
@@ -166,7 +186,15 @@ def _browser_rows(page: str, baseline_page: str, repeat: int) -> list[BenchRow]:
             "ms",
             statistics.median(plain_ms),
             "same JSON in a <pre>",
-        )
+        ),
+        BenchRow(
+            "viewer",
+            f"browser: open all {sub_calls} sub-calls",
+            statistics.median(open_ms),
+            "ms",
+            statistics.median(pres_ms),
+            "their texts as bare <pre>s",
+        ),
     ]
 
 
@@ -202,7 +230,7 @@ def measure(
                 + escape(raw)
                 + "</pre><script>performance.mark('rlm-rendered')</script></body></html>"
             )
-            rows += _browser_rows(page, plain, repeat)
+            rows += _browser_rows(page, plain, repeat, sub_calls)
     return rows
 
 

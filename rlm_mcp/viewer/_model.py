@@ -85,7 +85,11 @@ def _block(rec: Mapping[str, Any]) -> dict[str, Any]:
         "err": None if rec.get("error") is None else clip(rec.get("error")),
         "s": _num(rec.get("duration_s")),
         "tr": bool(rec.get("truncated", False)),
-        "sub": [_sub_call(s) for s in rec.get("sub_calls") or [] if isinstance(s, Mapping)],
+        # in call order: concurrent sub-calls are recorded as they finish
+        "sub": sorted(
+            (_sub_call(s) for s in rec.get("sub_calls") or [] if isinstance(s, Mapping)),
+            key=lambda s: int(s["i"]),
+        ),
     }
 
 

@@ -48,6 +48,10 @@ button { font:inherit; padding:3px 10px; border:1px solid var(--line); border-ra
   background:#fff; cursor:pointer; }
 .iter { background:var(--card); border:1px solid var(--line); border-radius:8px;
   margin:12px 0; padding:10px 12px; }
+.iter { scroll-margin-top:96px; }
+pre.out { max-height:480px; overflow:auto; }
+.timeline > .iter { content-visibility:auto; contain-intrinsic-size:auto 420px; }
+details.sub { content-visibility:auto; contain-intrinsic-size:auto 22px; }
 .iter > h3 { margin:0 0 6px; font-size:14px; display:flex; flex-wrap:wrap; gap:4px 12px;
   align-items:baseline; }
 .meta { color:var(--muted); font-weight:400; font-size:12px; }
@@ -94,6 +98,7 @@ JS = r"""
   "use strict";
   var D = JSON.parse(document.getElementById("rlm-data").textContent);
   var root = document.getElementById("app");
+  var fillers = new WeakMap();  // sub-call <details> -> builds its body once, when first opened
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -240,9 +245,10 @@ JS = r"""
     sm.appendChild(el("span", "pv", txt(s.p).slice(0, 160).replace(/\s+/g, " ")));
     d.appendChild(sm);
     var filled = false;
-    d.addEventListener("toggle", function () {
-      if (d.open && !filled) { filled = true; subBody(d, s, depth); }
+    fillers.set(d, function () {
+      if (!filled) { filled = true; subBody(d, s, depth); }
     });
+    d.addEventListener("toggle", function () { if (d.open) fillers.get(d)(); });
     return d;
   }
 
@@ -308,8 +314,12 @@ JS = r"""
   }
 
   function setAll(open) {
+    // Build every body in this one task (not in 1,000 toggle tasks, each followed by a layout).
     var all = document.querySelectorAll("details.subs, details.sub");
-    for (var i = 0; i < all.length; i++) all[i].open = open;
+    for (var i = 0; i < all.length; i++) {
+      if (open && fillers.has(all[i])) fillers.get(all[i])();
+      all[i].open = open;
+    }
   }
 
   function render() {
