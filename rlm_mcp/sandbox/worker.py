@@ -286,7 +286,7 @@ class Executor:
             result["status"] = status
             result["error"] = {
                 "type": type(exc).__name__,
-                "message": str(exc)[:2000],
+                "message": _message(exc),
                 "line": _user_line(exc.__traceback__),
             }
         finally:
@@ -329,6 +329,19 @@ class Executor:
         if name.startswith("_") or name not in self.ns:
             return None
         return str(self.ns[name])
+
+
+def _message(exc: BaseException) -> str:
+    """The exception's text, or what it means when it has none (MemoryError usually has none)."""
+    text = str(exc)[:2000]
+    if text.strip():
+        return text
+    if isinstance(exc, MemoryError):
+        return (
+            "out of memory: the sandbox worker's memory limit was reached (SandboxLimits.memory_mb"
+            ", RLM_MCP_WORKER_MEMORY_MB); work on slices of the context instead of copies of it"
+        )
+    return f"{type(exc).__name__} raised without a message"
 
 
 def _describe(exc: BaseException) -> str:

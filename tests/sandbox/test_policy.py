@@ -300,3 +300,10 @@ def test_sub_call_limits_are_checked_before_anything_is_sent() -> None:
     r = run("llm_query('x' * 11)", ex)
     assert "11 characters" in r["error"]["message"] and len(sent) == 3
     assert run("print(llm_query_batched(['a', 'b', 'c']))", ex)["output"] == "['a', 'b', 'c']\n"
+
+
+def test_errors_without_a_message_still_say_what_happened() -> None:
+    r = run("raise MemoryError")
+    assert "memory limit" in r["error"]["message"] and "memory_mb" in r["error"]["message"]
+    r = run("raise KeyError")
+    assert r["error"]["message"] == "KeyError raised without a message"
