@@ -1,8 +1,9 @@
 """Sandbox benchmark: a generated context inside a real worker vs the same work in plain CPython.
 
 Rows: first call (worker start + context read), warm trivial call (median of N), `re.findall`
-over the whole context (target ratio <= 1.1), a Python loop over every line (target <= 2x), and
-the worker's peak memory vs the context size (target <= 1.3x + 50 MB).
+over the whole context (target ratio <= 1.1), a Python loop over every line (target <= 2x), the
+`counts[w] += 1` idiom over words (target <= 2x), and the worker's peak memory vs the context
+size (target <= 1.3x + 50 MB).
 
     python -m rlm_mcp.bench sandbox [--chars 100000000] [--quick] [--warm 200]
 """
@@ -41,6 +42,14 @@ _WORDS = [
 _FINDALL = r"\bneedle\w*"
 _REPEAT = 3  # best of N: the machine is shared, single runs are noisy
 _LOOP = "n = 0\nfor line in context.splitlines():\n    if 'needle' in line:\n        n += 1\n"
+_COUNT_CHARS = 10_000_000
+#: The RLM idiom `counts[key] += 1` (an augmented assignment on a subscript), on words.
+_COUNT = (
+    "from collections import defaultdict\n"
+    "counts = defaultdict(int)\n"
+    f"for w in context[:{_COUNT_CHARS}].split():\n"
+    "    counts[w] += 1\n"
+)
 
 
 def _generate(path: Path, chars: int) -> None:
@@ -71,7 +80,7 @@ async def _run(path: Path, warm: int) -> dict[str, float]:
             times.append(time.perf_counter() - t)
         out["warm"] = statistics.median(times)
         findall = f"import re\nn = len(re.findall(r'{_FINDALL}', context))"
-        for key, code in (("findall", findall), ("loop", _LOOP)):
+        for key, code in (("findall", findall), ("loop", _LOOP), ("count", _COUNT)):
             best = float("inf")
             for _ in range(_REPEAT):
                 r = await session.execute(code)
@@ -87,7 +96,8 @@ async def _run(path: Path, warm: int) -> dict[str, float]:
 def _plain(path: Path) -> dict[str, float]:
     context = path.read_text(encoding="utf-8")
     code = compile(_LOOP, "<plain>", "exec")
-    findall = loop = float("inf")
+    count_code = compile(_COUNT, "<plain>", "exec")
+    findall = loop = count = float("inf")
     for _ in range(_REPEAT):
         t = time.perf_counter()
         len(re.findall(_FINDALL, context))
@@ -96,7 +106,11 @@ def _plain(path: Path) -> dict[str, float]:
         t = time.perf_counter()
         exec(code, {"context": context})  # the baseline: the same loop in plain CPython
         loop = min(loop, time.perf_counter() - t)
-    return {"findall": findall, "loop": loop}
+    for _ in range(_REPEAT):
+        t = time.perf_counter()
+        exec(count_code, {"context": context})
+        count = min(count, time.perf_counter() - t)
+    return {"findall": findall, "loop": loop, "count": count}
 
 
 def measure(*, quick: bool = False, chars: int | None = None, warm: int = 200) -> list[BenchRow]:
@@ -132,6 +146,16 @@ def measure(*, quick: bool = False, chars: int | None = None, warm: int = 200) -
             "plain CPython",
             "ratio <= 2",
             box["loop"] <= 2 * plain["loop"],
+        ),
+        BenchRow(
+            "sandbox",
+            f"counts[w] += 1 over the words of {min(chars, _COUNT_CHARS):,} chars",
+            box["count"],
+            "s",
+            plain["count"],
+            "plain CPython",
+            "ratio <= 2",
+            box["count"] <= 2 * plain["count"],
         ),
         BenchRow(
             "sandbox",

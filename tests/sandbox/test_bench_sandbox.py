@@ -14,6 +14,7 @@ def test_sandbox_benchmark_smoke_run_prints_every_row(capsys: pytest.CaptureFixt
         "warm trivial call",
         "re.findall over context",
         "python loop over all lines",
+        "counts[w] += 1 over the words of 20,000 chars",
         "worker peak RSS after context read",
         "worker RSS after context read",
         "worker peak RSS after the line loop",
