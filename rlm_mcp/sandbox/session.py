@@ -85,8 +85,8 @@ class _WorkerDied(Exception):
 class _Exchange:
     """Where one execute's conversation stands, so a cancellation knows what the worker awaits."""
 
-    def __init__(self, soft_deadline: float) -> None:
-        self.soft_deadline = soft_deadline
+    def __init__(self, sub_call_deadline: float) -> None:
+        self.sub_call_deadline = sub_call_deadline
         self.awaiting_reply = False  # the worker is blocked on an llm_reply frame
         self.sub_calls = 0
 
@@ -250,7 +250,10 @@ class SandboxSession:
             worker = self._worker
             soft = self.limits.timeout if timeout is None else timeout
             t0 = time.perf_counter()
-            exchange = _Exchange(time.monotonic() + soft)
+            # A sub-call still running at the soft limit is cut off a little after it, once the
+            # worker's own timer has fired (it then reports a timeout, keeping its variables),
+            # and well before the hard kill.
+            exchange = _Exchange(time.monotonic() + soft + self.limits.hard_timeout_grace / 2)
             self.last_used = time.monotonic()
             reply: dict[str, Any] | None = None
             status, note = "crashed", _RESET_NOTE
@@ -306,26 +309,15 @@ class SandboxSession:
         """Stop the cancelled code softly, keeping the session; kill it after the grace period."""
         grace = self.limits.hard_timeout_grace
         stopped = False
-        try:
-            with anyio.move_on_after(grace):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._poke, worker)
-                    if exchange.awaiting_reply:
-                        exchange.awaiting_reply = False
-                        await worker.send({"op": "llm_reply", "ok": False, "error": "cancelled"})
-                    while True:
-                        msg = await worker.receive()
-                        if msg.get("op") != "llm":
-                            break
-                        await worker.send({"op": "llm_reply", "ok": False, "error": "cancelled"})
-                    stopped = True
-                    tg.cancel_scope.cancel()
-        except (_WorkerDied, FrameTooLargeError):
-            stopped = False
+        with anyio.move_on_after(grace):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._poke, worker)
+                stopped = await self._drain_after_cancel(worker, exchange)
+                tg.cancel_scope.cancel()
         if stopped:
             self.last_cancellation = "interrupted"
             self._carry = (
-                "the previous call was cancelled: its code was interrupted, variables kept",
+                "the previous call was cancelled: its code was stopped softly, variables kept",
                 False,
             )
             return
@@ -338,6 +330,20 @@ class SandboxSession:
         )
         worker.kill()
         await self._restart()
+
+    @staticmethod
+    async def _drain_after_cancel(worker: _Worker, exchange: _Exchange) -> bool:
+        """Refuse sub-calls until the worker's result arrives; False if the worker died."""
+        refusal = {"op": "llm_reply", "ok": False, "error": "cancelled"}
+        try:
+            if exchange.awaiting_reply:
+                exchange.awaiting_reply = False
+                await worker.send(refusal)
+            while (await worker.receive()).get("op") == "llm":
+                await worker.send(refusal)
+        except (_WorkerDied, FrameTooLargeError):
+            return False
+        return True
 
     @staticmethod
     async def _poke(worker: _Worker) -> None:
@@ -378,7 +384,7 @@ class SandboxSession:
         exchange.sub_calls += len(prompts)
         texts: list[str] | None = None
         try:
-            with anyio.move_on_after(max(0.0, exchange.soft_deadline - time.monotonic())):
+            with anyio.move_on_after(max(0.0, exchange.sub_call_deadline - time.monotonic())):
                 texts = list(await self.sub_calls(prompts, model=msg.get("model")))
         except Exception as exc:
             return {"ok": False, "error": str(exc) or type(exc).__name__}
@@ -433,6 +439,7 @@ class SandboxSession:
     async def reset(self) -> None:
         """Forget every variable (a fresh worker)."""
         async with self._lock:
+            self._carry = None
             await self._restart()
 
     async def close(self) -> None:
