@@ -129,7 +129,10 @@ def _store(settings: Settings) -> Any:
     from rlm_mcp.store import ContextStore
 
     return ContextStore(
-        settings.store_dir, max_bytes=settings.max_store_bytes, max_age_days=settings.max_age_days
+        settings.store_dir,
+        max_bytes=settings.max_store_bytes,
+        max_age_days=settings.max_age_days,
+        max_context_bytes=settings.max_context_bytes,
     )
 
 

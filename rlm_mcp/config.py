@@ -26,6 +26,7 @@ __all__ = [
 DEFAULT_MAX_STORE_BYTES = 20 * 1024**3
 DEFAULT_MAX_AGE_DAYS = 30.0
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_CONTEXT_BYTES = 4 * 1024**3
 # Sandbox
 DEFAULT_EXEC_TIMEOUT = 60.0
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
@@ -55,6 +56,9 @@ ENV_VARS: dict[str, str] = {
     ),
     "RLM_MCP_MAX_STORE_BYTES": "Cap on the context store's size; oldest-used contexts are evicted.",
     "RLM_MCP_MAX_AGE_DAYS": "Contexts unused for longer than this are evicted (0 disables).",
+    "RLM_MCP_MAX_CONTEXT_BYTES": (
+        "Largest single context a load may store (default 4 GiB; 0: no cap)."
+    ),
     "RLM_MCP_BACKEND": "Root-model backend: openai, anthropic, ollama, vllm, sampling, ...",
     "RLM_MCP_MODEL": "Root-model name.",
     "RLM_MCP_SUB_BACKEND": "Backend for sub-calls (llm_query). Default: the root backend.",
@@ -111,6 +115,7 @@ class Settings:
     home: Path = field(default_factory=default_home)
     max_store_bytes: int = DEFAULT_MAX_STORE_BYTES
     max_age_days: float = DEFAULT_MAX_AGE_DAYS
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
     backend: str = DEFAULT_BACKEND
     model: str = DEFAULT_MODEL
     sub_backend: str | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rlm_mcp.errors import ContextNotFoundError, UnreadablePathError
-from rlm_mcp.store import CHAR_CHECKPOINT, DOC_HEADER, ContextStore
+from rlm_mcp.store import DOC_HEADER, INDEX_BYTES, ContextStore
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_char_slices_across_checkpoints_with_multibyte_text(store: ContextStore)
     text = "".join(chr(0x4E00 + i % 500) + ("\n" if i % 37 == 0 else "é😀") for i in range(90_000))
     info = store.load_text(text)
     assert info.chars == len(text) and info.bytes == len(text.encode("utf-8"))
-    for start in (0, CHAR_CHECKPOINT - 3, CHAR_CHECKPOINT, 2 * CHAR_CHECKPOINT + 1, len(text) - 5):
+    for start in (0, INDEX_BYTES - 3, INDEX_BYTES, 2 * INDEX_BYTES + 1, len(text) - 5):
         assert store.read(info.handle, start=start, length=10) == text[start : start + 10]
     assert store.read(info.handle, start=len(text) + 10, length=5) == ""
     assert "".join(store.iter_chunks(info.handle, chunk_chars=50_000)) == text
@@ -134,11 +134,25 @@ def test_delete_removes_context_and_aliases(store: ContextStore) -> None:
         store.info("n")
 
 
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_evict_by_size_drops_least_recently_used(tmp_path: Path) -> None:
-    with ContextStore(tmp_path / "s", max_bytes=250) as s:
+    clock = FakeClock()
+    with ContextStore(tmp_path / "s", max_bytes=250, clock=clock) as s:
         a = s.load_text("a" * 100)
+        clock.now += 1
         b = s.load_text("b" * 100)
+        clock.now += 1
         c = s.load_text("c" * 100)
+        clock.now += 120
         s.info(a.handle)  # touch a: b becomes least recently used
         assert s.evict() == [b.handle]
         assert {i.handle for i in s.list()} == {a.handle, c.handle}

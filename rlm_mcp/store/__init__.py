@@ -4,13 +4,19 @@ A typed facade over `diskcache.Cache` (not a subclass, so its whole API does not
 
 - ``text:<handle>``  the whole UTF-8 text, always a file-backed value (``disk_min_file_size=0``)
   so `text_path` can hand a real file to the sandbox worker;
-- ``meta:<handle>``  a dict: sizes, documents, sparse char->byte and line->byte checkpoints;
-- ``name:<name>``    alias -> handle.
+- ``index:<handle>`` sparse char->byte and line->byte checkpoints (compact arrays, kept apart so
+  `info` and `list` never load them; cached per process since a handle's text never changes);
+- ``meta:<handle>``  a dict: sizes, documents, source, times;
+- ``name:<name>``    alias -> handle;
+- ``pending:<handle>`` the time a load started publishing (so `evict` spares a live load).
 
-Ingest streams: bytes are decoded incrementally (UTF-8, ``errors="replace"``, replaced bytes
-counted), re-encoded, hashed and written to a temporary file chunk by chunk, then stored with
-``cache.set(key, fileobj, read=True)``. The metadata key is published last, so a crash mid-load
-leaves no visible context (only an orphan text value that `evict` removes).
+Ingest streams (see `_ingest`): raw bytes are checked as UTF-8 piece by piece, written as they are
+when valid (undecodable bytes replaced by U+FFFD and counted), hashed and written to a temp file
+on a helper thread, then *renamed* into the cache (`MoveIn`), never copied. The text goes in
+first, then the index, then the metadata key: a context is visible only once whole, so a crash or
+kill mid-load leaves nothing visible (at most an orphan text value that `evict` removes). Before a
+load the input is checked against ``max_context_bytes`` and the free disk space, so a too-big
+input fails with a clear error instead of a half-written cache.
 
 Multi-document contexts are one text: each document is preceded by a header line
 ``===== FILE: <relative path> =====`` and followed by a newline if it lacks one; `DocumentInfo`
@@ -23,13 +29,14 @@ the relative path with `fnmatch`, others match any path component's name.
 
 from __future__ import annotations
 
-import codecs
 import glob as globmod
 import io
 import logging
 import os
+import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from builtins import list as _list
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,25 +44,23 @@ from typing import Any
 from rlm_mcp.config import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_MAX_AGE_DAYS,
+    DEFAULT_MAX_CONTEXT_BYTES,
     DEFAULT_MAX_STORE_BYTES,
     default_home,
 )
-from rlm_mcp.errors import ContextNotFoundError, UnreadablePathError
+from rlm_mcp.errors import ContextNotFoundError, InputTooLargeError, UnreadablePathError
+from rlm_mcp.store._ingest import INDEX_BYTES, Index, Ingester
 from rlm_mcp.store._parts import (
-    CHAR_CHECKPOINT,
     DOC_HEADER,
-    HANDLER,
-    LINE_CHECKPOINT,
+    FREE_SPACE_MARGIN,
     ORPHAN_SECONDS,
     SKIP_DIRS,
+    TOUCH_SECONDS,
     ContextInfo,
     DocumentInfo,
     MoveIn,
     Progress,
-    Writer,
-    counter,
     disk_class,
-    ensure_handler,
     ignored,
     info_from_meta,
     is_binary,
@@ -64,9 +69,8 @@ from rlm_mcp.store._parts import (
 )
 
 __all__ = [
-    "CHAR_CHECKPOINT",
     "DOC_HEADER",
-    "LINE_CHECKPOINT",
+    "INDEX_BYTES",
     "ContextInfo",
     "ContextStore",
     "DocumentInfo",
@@ -76,7 +80,11 @@ logger = logging.getLogger(__name__)
 
 
 class ContextStore:
-    """Content-addressed, disk-backed store of big texts; safe across processes (SQLite locks)."""
+    """Content-addressed, disk-backed store of big texts; safe across processes (SQLite locks).
+
+    ``max_context_bytes`` caps one context (0: no cap); a load also needs the input's size plus a
+    margin free on the store's disk, checked before anything is written.
+    """
 
     def __init__(
         self,
@@ -85,6 +93,8 @@ class ContextStore:
         max_bytes: int = DEFAULT_MAX_STORE_BYTES,
         max_age_days: float = DEFAULT_MAX_AGE_DAYS,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         import diskcache
 
@@ -95,6 +105,9 @@ class ContextStore:
         self.max_bytes = max_bytes
         self.max_age_days = max_age_days
         self.chunk_bytes = chunk_bytes
+        self.max_context_bytes = max_context_bytes
+        self._clock = clock  # created/last-used times and eviction age (tests pass a fake clock)
+        self._indexes: dict[str, Index] = {}
         # every value a file; no diskcache-side eviction (we evict by our own policy)
         self._cache = diskcache.Cache(
             str(self.directory),
@@ -104,7 +117,6 @@ class ContextStore:
             size_limit=2**62,
             timeout=60,
         )
-        ensure_handler()
 
     # -- lifecycle
     def close(self) -> None:
@@ -122,15 +134,41 @@ class ContextStore:
         self.close()
 
     # -- loading
+    def _ingester(self, label: str, size: int) -> Ingester:
+        """Check the size cap and the free disk space, then start a temp file for one load."""
+        cap = self.max_context_bytes
+        if cap > 0 and size > cap:
+            raise InputTooLargeError(
+                f"{label} is {size:,} bytes, over the {cap:,}-byte limit for one context; load a "
+                "smaller part (a subdirectory or a glob), or raise RLM_MCP_MAX_CONTEXT_BYTES "
+                "(max_context_bytes=...)."
+            )
+        free = shutil.disk_usage(self._tmp).free
+        if size + FREE_SPACE_MARGIN > free:
+            raise InputTooLargeError(
+                f"Not enough free disk space for {label}: it needs about {size:,} bytes plus "
+                f"{FREE_SPACE_MARGIN:,} spare, and {free:,} are free under {self.directory}. Free "
+                "some space (`rlm-mcp contexts`, `rlm-mcp rm HANDLE`), or move the store to a "
+                "bigger disk with RLM_MCP_HOME."
+            )
+        return Ingester(
+            self._tmp, chunk_bytes=self.chunk_bytes, max_bytes=cap if cap > 0 else None, label=label
+        )
+
+    def _feed_text(self, ing: Ingester, text: str) -> None:
+        step = max(1, self.chunk_bytes // 4)  # at most 4 bytes per character
+        for i in range(0, len(text), step):
+            ing.feed(text[i : i + step].encode("utf-8", "surrogatepass"))
+        ing.end_part()
+
     def load_text(self, text: str, *, name: str | None = None, source: str = "text") -> ContextInfo:
-        """Store a string (already decoded, so nothing is replaced)."""
-        w = Writer(self._tmp)
+        """Store a string (lone surrogates, the only thing that is not UTF-8, become U+FFFD)."""
+        ing = self._ingester("the text", len(text))
         try:
-            for i in range(0, len(text), self.chunk_bytes):
-                w.write(text[i : i + self.chunk_bytes])
-            return self._publish(w, name=name, source=source, documents=(), replaced=0)
+            self._feed_text(ing, text)
+            return self._publish(ing, name=name, source=source, documents=())
         finally:
-            w.discard()
+            ing.discard()
 
     def load_documents(
         self,
@@ -140,29 +178,33 @@ class ContextStore:
         source: str = "documents",
     ) -> ContextInfo:
         """Store several texts as one context with a header line per document."""
-        items = list(docs.items()) if isinstance(docs, Mapping) else [
+        items = _list(docs.items()) if isinstance(docs, Mapping) else [
             (f"doc_{i}", d) for i, d in enumerate(docs)
         ]  # fmt: skip
-        w = Writer(self._tmp)
+        ing = self._ingester("the documents", sum(len(t) for _, t in items))
         try:
-            out: list[DocumentInfo] = []
+            out: _list[DocumentInfo] = []
             for path, text in items:
-                w.write(DOC_HEADER.format(path=path))
-                start, before = w.chars, w.newlines
-                w.write(text)
-                lines = w.newlines - before + (1 if text and not text.endswith("\n") else 0)
-                out.append(DocumentInfo(path=path, start=start, length=len(text), lines=lines))
-                if text and not text.endswith("\n"):
-                    w.write("\n")
-            return self._publish(w, name=name, source=source, documents=tuple(out), replaced=0)
+                self._feed_text(ing, DOC_HEADER.format(path=path))
+                start, before = ing.chars, ing.newlines
+                self._feed_text(ing, text)
+                ends_nl = ing.last_byte == 0x0A if ing.chars > start else True
+                lines = ing.newlines - before + (0 if ends_nl else 1)
+                out.append(
+                    DocumentInfo(path=path, start=start, length=ing.chars - start, lines=lines)
+                )
+                if not ends_nl:
+                    ing.feed(b"\n")
+            return self._publish(ing, name=name, source=source, documents=tuple(out))
         finally:
-            w.discard()
+            ing.discard()
 
     def load_path(
         self, path: str | Path, *, name: str | None = None, progress: Progress | None = None
     ) -> ContextInfo:
         """Load a file, a directory (recursively) or a glob pattern, streaming."""
         p = Path(path).expanduser()
+        is_glob = any(c in str(path) for c in "*?[")
         if p.is_file():
             files, single = [(p, p.name)], True
         elif p.is_dir():
@@ -172,7 +214,7 @@ class ContextStore:
                     f"Directory {str(p)!r} holds no text files to load (binary files, .git, "
                     "node_modules, virtualenvs and .gitignore'd paths are skipped)."
                 )
-        elif any(c in str(path) for c in "*?["):
+        elif is_glob:
             matches = sorted(Path(m) for m in globmod.glob(str(p), recursive=True))
             files = [(m, str(m)) for m in matches if m.is_file()]
             single = False
@@ -190,48 +232,45 @@ class ContextStore:
             total: int | None = sum(f.stat().st_size for f, _ in files)
         except OSError:
             total = None
-        source = str(p.resolve()) if not any(c in str(path) for c in "*?[") else str(path)
-        w = Writer(self._tmp)
+        source = str(p.resolve()) if not is_glob else str(path)
+        ing = self._ingester(repr(source), total or 0)
         done = 0
-        replaced = 0
-        docs: list[DocumentInfo] = []
+
+        def on_chunk(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        docs: _list[DocumentInfo] = []
         try:
             for file, rel in files:
                 if not single:
-                    w.write(DOC_HEADER.format(path=rel))
-                start, before = w.chars, w.newlines
-                decoder = codecs.getincrementaldecoder("utf-8")(errors=HANDLER)
-                counter.n = 0
+                    ing.feed(DOC_HEADER.format(path=rel).encode("utf-8", "surrogateescape"))
+                start, before = ing.chars, ing.newlines
                 try:
-                    with open(file, "rb") as fh:
-                        while chunk := fh.read(self.chunk_bytes):
-                            w.write(decoder.decode(chunk))
-                            done += len(chunk)
-                            if progress is not None:
-                                progress(done, total)
-                        w.write(decoder.decode(b"", final=True))
+                    with open(file, "rb", buffering=0) as fh:
+                        ing.feed_file(fh, on_chunk)
                 except OSError as exc:
                     raise UnreadablePathError(
                         f"Cannot read {str(file)!r}: {exc.strerror or exc}. Check permissions."
                     ) from exc
-                replaced += counter.n
-                length = w.chars - start
-                ends_nl = w.last_char == "\n" if length else True
-                lines = w.newlines - before + (0 if ends_nl else 1)
+                ing.end_part()
+                length = ing.chars - start
+                ends_nl = ing.last_byte == 0x0A if length else True
+                lines = ing.newlines - before + (0 if ends_nl else 1)
                 docs.append(DocumentInfo(path=rel, start=start, length=length, lines=lines))
                 if not single and not ends_nl:
-                    w.write("\n")
-            if replaced:
-                logger.warning("%s: %d undecodable bytes replaced with U+FFFD", source, replaced)
+                    ing.feed(b"\n")
+            if ing.replaced:
+                logger.warning(
+                    "%s: %d undecodable bytes replaced with U+FFFD", source, ing.replaced
+                )
             return self._publish(
-                w,
-                name=name,
-                source=source,
-                documents=tuple(docs) if not single else (),
-                replaced=replaced,
+                ing, name=name, source=source, documents=tuple(docs) if not single else ()
             )
         finally:
-            w.discard()
+            ing.discard()
 
     def _walk(self, root: Path) -> list[tuple[Path, str]]:
         patterns = read_gitignore(root / ".gitignore")
@@ -260,34 +299,35 @@ class ContextStore:
 
     def _publish(
         self,
-        w: Writer,
+        ing: Ingester,
         *,
         name: str | None,
         source: str,
         documents: tuple[DocumentInfo, ...],
-        replaced: int,
     ) -> ContextInfo:
-        w.close()
-        handle = "ctx_" + w.sha.hexdigest()[:12]
-        now = time.time()
+        ing.close()
+        handle = "ctx_" + ing.sha.hexdigest()[:12]
+        now = self._clock()
         meta = self._cache.get(f"meta:{handle}")
         if meta is None:
             self._cache.set(f"pending:{handle}", now)
-            self._cache.set(f"text:{handle}", MoveIn(w.path), read=True)
+            # a value under text:<handle> is always whole (it is renamed in complete), so one left
+            # by a crash or a concurrent load of the same bytes is reused, not replaced
+            if f"text:{handle}" not in self._cache:
+                self._cache.add(f"text:{handle}", MoveIn(ing.path), read=True)
+            self._cache.set(f"index:{handle}", ing.index())
             meta = {
                 "handle": handle,
                 "name": name,
-                "chars": w.chars,
-                "bytes": w.bytes,
-                "lines": w.lines,
+                "chars": ing.chars,
+                "bytes": ing.bytes,
+                "lines": ing.lines,
                 "documents": [d.model_dump() for d in documents],
                 "source": source,
                 "encoding": "utf-8",
-                "replaced": replaced,
+                "replaced": ing.replaced,
                 "created": now,
                 "last_used": now,
-                "char_cp": w.char_cp,
-                "line_cp": w.line_cp,
             }
             self._cache.set(f"meta:{handle}", meta)  # published last: now the context is visible
             self._cache.delete(f"pending:{handle}")
@@ -301,30 +341,48 @@ class ContextStore:
         return info_from_meta(meta)
 
     # -- lookups
-    def _resolve(self, handle_or_name: str) -> str:
-        if self._cache.get(f"meta:{handle_or_name}") is not None:
-            return handle_or_name
+    def _lookup(self, handle_or_name: str) -> tuple[str, dict[str, Any]]:
+        meta = self._cache.get(f"meta:{handle_or_name}")
+        if meta is not None:
+            return handle_or_name, dict(meta)
         target = self._cache.get(f"name:{handle_or_name}")
-        if isinstance(target, str) and self._cache.get(f"meta:{target}") is not None:
-            return target
+        if isinstance(target, str):
+            meta = self._cache.get(f"meta:{target}")
+            if meta is not None:
+                return target, dict(meta)
         raise ContextNotFoundError(handle_or_name)
 
-    def _meta(self, handle_or_name: str, *, touch: bool = False) -> dict[str, Any]:
-        handle = self._resolve(handle_or_name)
-        meta = self._cache.get(f"meta:{handle}")
-        if meta is None:
-            raise ContextNotFoundError(handle_or_name)
-        if touch:
-            meta = {**meta, "last_used": time.time()}
-            self._cache.set(f"meta:{handle}", meta)
-        return dict(meta)
+    def _meta(self, handle_or_name: str) -> dict[str, Any]:
+        return self._lookup(handle_or_name)[1]
 
     def info(self, handle_or_name: str) -> ContextInfo:
-        return info_from_meta(self._meta(handle_or_name, touch=True))
+        """Stats of a context; marks it used (written at most once a minute, reads stay cheap)."""
+        handle, meta = self._lookup(handle_or_name)
+        now = self._clock()
+        if now - float(meta.get("last_used", 0.0)) >= TOUCH_SECONDS:
+            meta["last_used"] = now
+            self._cache.set(f"meta:{handle}", meta)
+        return info_from_meta(meta)
+
+    def _index(self, meta: Mapping[str, Any]) -> Index:
+        handle = meta["handle"]
+        idx = self._indexes.get(handle)
+        if idx is None:
+            if "char_cp" in meta:  # stores written before the index had its own key
+                idx = Index.from_pairs(meta["char_cp"], meta["line_cp"])
+            else:
+                raw = self._cache.get(f"index:{handle}")
+                if raw is None:
+                    raise ContextNotFoundError(handle)
+                idx = Index.from_bytes(raw)
+            if len(self._indexes) >= 64:
+                self._indexes.pop(next(iter(self._indexes)))
+            self._indexes[handle] = idx
+        return idx
 
     def text_path(self, handle: str) -> Path:
         """The on-disk UTF-8 file of the whole text (open it read-only; never write to it)."""
-        h = self._resolve(handle)
+        h = self._lookup(handle)[0]
         fh = self._cache.get(f"text:{h}", read=True)
         if fh is None:
             raise ContextNotFoundError(handle)
@@ -345,7 +403,9 @@ class ContextStore:
         want = (
             meta["chars"] - start if length is None else max(0, min(length, meta["chars"] - start))
         )
-        cp_char, cp_byte = max((c for c in meta["char_cp"] if c[0] <= start), key=lambda c: c[0])
+        if not want:
+            return ""
+        cp_char, cp_byte = self._index(meta).char_seek(start)
         with self._open_at(meta, cp_byte) as f:
             skip_chars(f, start - cp_char)
             return f.read(want)
@@ -354,7 +414,7 @@ class ContextStore:
         """Lines ``[start, start+count)`` (0-based), with their newlines."""
         meta = self._meta(handle)
         start = max(0, start)
-        cp_line, cp_byte = max((c for c in meta["line_cp"] if c[0] <= start), key=lambda c: c[0])
+        cp_line, cp_byte = self._index(meta).line_seek(start)
         with self._open_at(meta, cp_byte) as f:
             for _ in range(start - cp_line):
                 if not f.readline():
@@ -405,9 +465,9 @@ class ContextStore:
             while chunk := f.read(chunk_chars):
                 yield chunk
 
-    def list(self) -> list[ContextInfo]:
+    def list(self) -> _list[ContextInfo]:
         out = []
-        for key in list(self._cache.iterkeys()):
+        for key in _list(self._cache.iterkeys()):
             if isinstance(key, str) and key.startswith("meta:"):
                 meta = self._cache.get(key)
                 if meta is not None:
@@ -416,21 +476,23 @@ class ContextStore:
 
     def delete(self, handle_or_name: str) -> bool:
         try:
-            handle = self._resolve(handle_or_name)
+            handle = self._lookup(handle_or_name)[0]
         except ContextNotFoundError:
             return False
         self._cache.delete(f"meta:{handle}")  # invisible first
         self._cache.delete(f"text:{handle}")
-        for key in list(self._cache.iterkeys()):
+        self._cache.delete(f"index:{handle}")
+        self._indexes.pop(handle, None)
+        for key in _list(self._cache.iterkeys()):
             if isinstance(key, str) and key.startswith("name:") and self._cache.get(key) == handle:
                 self._cache.delete(key)
         return True
 
-    def evict(self, *, now: float | None = None) -> list[str]:
+    def evict(self, *, now: float | None = None) -> _list[str]:
         """Drop contexts unused for max_age_days (0 disables), then LRU ones over max_bytes."""
-        now = time.time() if now is None else now
+        now = self._clock() if now is None else now
         infos = sorted(self.list(), key=lambda i: i.last_used)
-        gone: list[str] = []
+        gone: _list[str] = []
         for i in infos:
             if self.max_age_days > 0 and now - i.last_used > self.max_age_days * 86400:
                 self.delete(i.handle)
@@ -447,10 +509,11 @@ class ContextStore:
         return gone
 
     def _clean_orphans(self, now: float) -> None:
-        for key in list(self._cache.iterkeys()):
-            if not (isinstance(key, str) and key.startswith("text:")):
+        """Remove what a crashed load left: text/index without metadata, stale temp files."""
+        for key in _list(self._cache.iterkeys()):
+            if not (isinstance(key, str) and key.startswith(("text:", "index:"))):
                 continue
-            h = key[5:]
+            h = key.split(":", 1)[1]
             if self._cache.get(f"meta:{h}") is None:
                 pending = self._cache.get(f"pending:{h}")
                 if pending is None or now - float(pending) > ORPHAN_SECONDS:

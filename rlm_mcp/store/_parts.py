@@ -1,14 +1,12 @@
-"""Building blocks of the context store: models, streaming writer, decoding, file walking."""
+"""Building blocks of the context store: models, decoding with a count, diskcache glue, walking."""
 
 from __future__ import annotations
 
 import codecs
 import fnmatch
-import hashlib
 import io
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,14 +14,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["CHAR_CHECKPOINT", "DOC_HEADER", "LINE_CHECKPOINT", "ContextInfo", "DocumentInfo"]
+__all__ = ["DOC_HEADER", "ContextInfo", "DocumentInfo"]
 
 logger = logging.getLogger(__name__)
 
 DOC_HEADER = "===== FILE: {path} =====\n"
-CHAR_CHECKPOINT = 65_536
-LINE_CHECKPOINT = 4_096
 ORPHAN_SECONDS = 3600.0
+#: `info` rewrites a context's last-used time at most this often (a write per read is waste).
+TOUCH_SECONDS = 60.0
+#: Free disk space a load must leave beyond the input's own size.
+FREE_SPACE_MARGIN = 64 * 1024**2
 SKIP_DIRS = frozenset(
     {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache",
      ".pytest_cache", ".ruff_cache", "env"}
@@ -79,68 +79,6 @@ def ensure_handler() -> None:
         if not _handler_registered:
             codecs.register_error(HANDLER, _count_replace)
             _handler_registered = True
-
-
-class Writer:
-    """Accumulates the context text into a temp file, with hash, counts and checkpoints."""
-
-    def __init__(self, directory: Path) -> None:
-        fd, name = tempfile.mkstemp(prefix="ingest-", suffix=".txt", dir=directory)
-        self.path = Path(name)
-        self.file = os.fdopen(fd, "wb")
-        self.sha = hashlib.sha256()
-        self.chars = 0
-        self.bytes = 0
-        self.newlines = 0
-        self.last_char = ""
-        self.char_cp: list[tuple[int, int]] = [(0, 0)]
-        self.line_cp: list[tuple[int, int]] = [(0, 0)]
-
-    def write(self, text: str) -> None:
-        if not text:
-            return
-        # split so checkpoints land on exact char boundaries
-        pos = 0
-        while pos < len(text):
-            next_cp = (self.chars // CHAR_CHECKPOINT + 1) * CHAR_CHECKPOINT
-            take = min(len(text) - pos, next_cp - self.chars)
-            piece = text[pos : pos + take]
-            self._write_piece(piece)
-            pos += take
-            if self.chars == next_cp:
-                self.char_cp.append((self.chars, self.bytes))
-        self.last_char = text[-1]
-
-    def _write_piece(self, piece: str) -> None:
-        data = piece.encode("utf-8", "surrogatepass")
-        n = piece.count("\n")
-        if n and (self.newlines + n) // LINE_CHECKPOINT > self.newlines // LINE_CHECKPOINT:
-            # record byte offsets of line starts at each multiple of LINE_CHECKPOINT
-            idx = -1
-            for _ in range(n):
-                idx = piece.index("\n", idx + 1)
-                self.newlines += 1
-                if self.newlines % LINE_CHECKPOINT == 0:
-                    off = self.bytes + len(piece[: idx + 1].encode("utf-8", "surrogatepass"))
-                    self.line_cp.append((self.newlines, off))
-        else:
-            self.newlines += n
-        self.file.write(data)
-        self.sha.update(data)
-        self.chars += len(piece)
-        self.bytes += len(data)
-
-    @property
-    def lines(self) -> int:
-        return self.newlines + (1 if self.chars and self.last_char != "\n" else 0)
-
-    def close(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-
-    def discard(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
 
 
 class MoveIn:
