@@ -2,7 +2,15 @@
 
 The worker is the security boundary; this side enforces what code in it cannot be trusted to do:
 a wall-clock deadline (SIGKILL of the worker's process group), a byte budget on every frame, and
-a restart after any death, cancellation or overflow, reported as `reset=True`.
+a restart after any death, overflow or unstoppable cancellation, reported as `reset=True`.
+
+State after an interrupt (soft timeout or cancellation): the code stops where it was, its
+`finally:` blocks run (a second interrupt is not delivered while they do; the hard deadline still
+applies), and the session keeps every variable as the code and those blocks left it. Nothing is
+rolled back: a loop filling `counts` leaves the counts made so far. Sandboxed code cannot define
+classes and no allowed module hands out a context manager, so `finally:` is the only cleanup that
+can exist. An interrupt that arrives while the worker waits for an `llm_query` answer is raised
+once the answer is read, so the frame stream never falls out of step.
 """
 
 from __future__ import annotations
