@@ -229,6 +229,7 @@ def fake_provider_argv() -> list[str]:
     return [sys.executable, *argv[1:]]
 
 
+@pytest.mark.slow
 def test_getting_started_reaches_run_repl_and_rlm_complete(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
@@ -280,6 +281,7 @@ def test_getting_started_reaches_run_repl_and_rlm_complete(
     assert "answer: 6000 characters" in out
 
 
+@pytest.mark.slow
 def test_getting_started_demo_and_viewer_commands_work(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:

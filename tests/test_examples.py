@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PROVIDER_VARS = (
     "OPENAI_API_KEY",
@@ -54,6 +56,7 @@ def test_every_example_has_a_main_and_a_docstring() -> None:
         assert 'if __name__ == "__main__":' in source and "def main() -> int:" in source, name
 
 
+@pytest.mark.slow
 def test_quickstart_finds_the_needle_offline_and_writes_a_trajectory(tmp_path: Path) -> None:
     _, expected = load_example("quickstart").make_haystack()
     out = run_example("quickstart", tmp_path)
@@ -67,6 +70,7 @@ def test_quickstart_finds_the_needle_offline_and_writes_a_trajectory(tmp_path: P
     assert path.is_file() and '"type": "result"' in path.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_mcp_client_drives_the_stdio_server_and_rlm_complete_with_the_fake_provider(
     tmp_path: Path,
 ) -> None:
@@ -85,6 +89,7 @@ def test_mcp_client_drives_the_stdio_server_and_rlm_complete_with_the_fake_provi
     assert trajectory.parent == tmp_path / "trajectories" and trajectory.is_file()
 
 
+@pytest.mark.slow
 def test_multi_provider_routes_sub_calls_to_the_anthropic_fake(tmp_path: Path) -> None:
     _, expected = load_example("multi_provider").make_haystack()
     out = run_example("multi_provider", tmp_path)
