@@ -15,7 +15,7 @@ import pytest
 from rlm_mcp import RLM
 from rlm_mcp.lm import ScriptedLM
 from rlm_mcp.lm.base import Message
-from rlm_mcp.viewer import write_html
+from rlm_mcp.viewer import render_html, write_html
 from rlm_mcp.viewer.browser import HeadlessChromium, find_chromium
 
 pytestmark = pytest.mark.skipif(
@@ -111,3 +111,41 @@ async def test_the_browser_reports_script_errors_so_the_check_above_means_someth
         browser.drain_events()
         assert any("boom" in e for e in browser.console_errors)
         assert any("TypeError" in e for e in browser.console_errors)
+
+
+def test_clipped_texts_show_a_note_and_old_trajectories_render(tmp_path: Path) -> None:
+    records = [
+        {"type": "config", "root_prompt": "q", "max_iterations": 7},
+        {
+            "type": "iteration",
+            "iteration": 1,
+            "response": "look",
+            "code_blocks": [
+                {
+                    "code": "print(x)",
+                    "status": "ok",
+                    "output": "y" * 50_000,
+                    "truncated": True,
+                    # a record written before sub-calls kept previews, index and time
+                    "sub_calls": [{"prompt_chars": 10, "response_chars": 2, "model": "m"}],
+                }
+            ],
+        },
+    ]
+    page = tmp_path / "old.html"
+    page.write_text(render_html(records), encoding="utf-8")
+    with HeadlessChromium(timeout=60) as browser:
+        browser.open(page.as_uri())
+        notes = browser.evaluate("[...document.querySelectorAll('.clip')].map(e => e.textContent)")
+        assert any("50,000" in n for n in notes) and any("by the sandbox" in n for n in notes)
+        assert "max_iterations 7" in browser.evaluate(
+            "document.querySelector('.limits').textContent"
+        )
+        assert "incomplete" in browser.evaluate("document.querySelector('header.bar').textContent")
+        browser.evaluate("document.querySelector('details.sub').open = true")
+        deadline = time.monotonic() + 30
+        while _count(browser, ".subbody") < 1 and time.monotonic() < deadline:
+            pass
+        assert _count(browser, ".subbody") == 1
+        browser.drain_events()
+        assert browser.console_errors == []

@@ -201,6 +201,8 @@ JS = r"""
     qa.appendChild(q);
     qa.appendChild(a);
     into.appendChild(qa);
+    var limits = Object.keys(S.limits).map(function (k) { return k + " " + S.limits[k]; });
+    if (limits.length) into.appendChild(el("div", "limits meta", "Limits: " + limits.join(", ")));
     if (S.notes.length) {
       var ul = el("ul", "notes");
       S.notes.forEach(function (n) { ul.appendChild(el("li", null, n)); });
