@@ -16,6 +16,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -57,6 +58,12 @@ def find_chromium() -> str | None:
     return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
 
 
+_TRAMPOLINE = (
+    "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
+    "os.close(int(sys.argv[1])); os.close(int(sys.argv[2])); os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
 def _high_fd(fd: int) -> int:
     """A close-on-exec copy of `fd` numbered 10 or more, so fds 3 and 4 can be set freely."""
     new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
@@ -96,11 +103,14 @@ class HeadlessChromium:
         to_r, to_w = (_high_fd(fd) for fd in os.pipe())
         from_r, from_w = (_high_fd(fd) for fd in os.pipe())
 
-        def wire_fds() -> None:  # runs in the child between fork and exec
-            os.dup2(to_r, 3)
-            os.dup2(from_w, 4)
-
+        # A tiny Python trampoline moves the pipe ends to fds 3 and 4 and execs Chromium: safer
+        # than a preexec_fn, which runs Python between fork and exec of a threaded process.
         args = [
+            sys.executable,
+            "-c",
+            _TRAMPOLINE,
+            str(to_r),
+            str(from_w),
             self.executable,
             *CHROMIUM_FLAGS,
             f"--user-data-dir={self._profile.name}",
@@ -113,8 +123,7 @@ class HeadlessChromium:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                preexec_fn=wire_fds,
-                close_fds=False,
+                pass_fds=(to_r, from_w),
             )
         except OSError as exc:
             raise BrowserError(f"Cannot start {self.executable}: {exc}") from None
