@@ -104,6 +104,23 @@ def test_every_cli_command_and_flag_is_in_the_api_reference() -> None:
                 assert str(meta) in part, f"argument {meta} of rlm-mcp {name} is not documented"
 
 
+def test_every_public_python_name_and_rlm_argument_is_in_the_api_reference() -> None:
+    import dataclasses
+    import inspect
+
+    import rlm_mcp
+    from rlm_mcp import RLM, ContextStore, RLMChatCompletion
+
+    text = API.read_text(encoding="utf-8")
+    assert not [name for name in rlm_mcp.__all__ if f"`{name}" not in text]
+    params = [p for p in inspect.signature(RLM.__init__).parameters if p != "self"]
+    assert not [p for p in params if f"`{p}" not in text]
+    fields = [f.name for f in dataclasses.fields(RLMChatCompletion)]
+    assert not [f for f in fields if f"`{f}`" not in text]
+    methods = [m for m in vars(ContextStore) if not m.startswith("_")]
+    assert not [m for m in methods if f"`{m}(" not in text]
+
+
 def test_every_environment_variable_is_in_the_api_reference() -> None:
     text = API.read_text(encoding="utf-8")
     missing = [name for name in ENV_VARS if f"`{name}`" not in text]
