@@ -52,3 +52,16 @@ def test_progress_printer_reports_big_inputs_only(capsys: pytest.CaptureFixture[
     assert capsys.readouterr().err == ""
     show(_PROGRESS_MIN_BYTES, _PROGRESS_MIN_BYTES)
     assert "100%" in capsys.readouterr().err
+
+
+def test_load_over_the_context_size_cap_says_which_variable_raises_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "big.txt"
+    f.write_text("x" * 500)
+    monkeypatch.setenv("RLM_MCP_MAX_CONTEXT_BYTES", "100")
+    assert main(["load", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "RLM_MCP_MAX_CONTEXT_BYTES" in err and "Traceback" not in err
+    assert main(["contexts"]) == 0
+    assert "ctx_" not in capsys.readouterr().out

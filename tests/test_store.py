@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import codecs
+import errno
+import hashlib
 import multiprocessing
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rlm_mcp.errors import ContextNotFoundError, UnreadablePathError
+from rlm_mcp.errors import (
+    ContextError,
+    ContextNotFoundError,
+    InputTooLargeError,
+    UnreadablePathError,
+)
 from rlm_mcp.store import DOC_HEADER, INDEX_BYTES, ContextStore
 
 
@@ -231,3 +245,351 @@ def test_evict_removes_orphan_text_left_by_a_crash_between_text_and_metadata(
     store.evict(now=time.time() + 2 * 3600)
     assert f"text:{info.handle}" not in store._cache
     assert store.list() == []
+
+
+# -- exact offsets on multi-byte input, whatever the chunk and piece edges -----------------------
+
+
+def _tricky_bytes() -> bytes:
+    """Emoji, CJK, CRLF and invalid bytes, with sequences straddling piece and chunk edges."""
+    unit = "a😀b東京\r\nçé ".encode()
+    parts = [unit * 30_000]  # ~0.5 MB of valid multi-byte text with CRLF lines
+    parts.append(b"\xff\xfe latin-1 caf\xe9 \xc3(\xe2\x82 broken\n")  # invalid + truncated
+    parts.append(("línea 行\n" * 40_000).encode())
+    data = b"".join(parts)
+    # put a 4-byte emoji across every piece edge, and invalid bytes right at a few of them
+    out = bytearray(data)
+    for k in range(1, len(out) // INDEX_BYTES):
+        edge = k * INDEX_BYTES
+        out[edge - 2 : edge + 2] = "😀".encode() if k % 3 else b"\xf0\x9f\xff\n"
+    return bytes(out) + "😀".encode()[:3]  # ends in a truncated emoji
+
+
+def _replaced_reference(data: bytes) -> tuple[str, int]:
+    bad = 0
+    text = []
+    dec = codecs_decoder()
+    for i in range(0, len(data), 1000):
+        text.append(dec.decode(data[i : i + 1000]))
+    text.append(dec.decode(b"", final=True))
+    whole = "".join(text)
+    assert whole == data.decode("utf-8", errors="replace")
+    # each replacement char stands for 1-3 bytes; count them like the store does
+    for exc_range in _error_spans(data):
+        bad += exc_range
+    return whole, bad
+
+
+def codecs_decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def _error_spans(data: bytes) -> Iterator[int]:
+    pos = 0
+    while pos < len(data):
+        try:
+            data[pos:].decode("utf-8")
+            return
+        except UnicodeDecodeError as exc:
+            yield exc.end - exc.start
+            pos += exc.end
+
+
+@pytest.mark.parametrize("chunk_bytes", [4 * INDEX_BYTES, 4 * INDEX_BYTES + 1, 4 * 1024 * 1024])
+def test_file_with_emoji_cjk_crlf_and_invalid_bytes_reads_back_exactly(
+    tmp_path: Path, chunk_bytes: int
+) -> None:
+    data = _tricky_bytes()
+    ref, bad = _replaced_reference(data)
+    f = tmp_path / "tricky.txt"
+    f.write_bytes(data)
+    with ContextStore(tmp_path / "s", chunk_bytes=chunk_bytes) as s:
+        info = s.load_path(f)
+        assert (info.chars, info.replaced) == (len(ref), bad)
+        assert info.bytes == len(ref.encode("utf-8"))
+        assert info.lines == ref.count("\n") + (0 if ref.endswith("\n") else 1)
+        assert s.text_path(info.handle).read_bytes() == ref.encode("utf-8")
+        assert info.handle == "ctx_" + hashlib.sha256(ref.encode("utf-8")).hexdigest()[:12]
+        starts = [0, 1, len(ref) - 1, len(ref) - 7]
+        starts += [k * 21_841 + d for k in range(1, len(ref) // 21_841) for d in (-1, 0, 1)]
+        for start in starts:
+            assert s.read(info.handle, start=start, length=9) == ref[start : start + 9], start
+        lines = ref.split("\n")
+        for n in (0, 1, 4095, 4096, 29_999, 30_000, 30_001, 50_000, len(lines) - 2, len(lines) - 1):
+            want = "\n".join(lines[n : n + 2]) + ("\n" if n + 2 < len(lines) else "")
+            assert s.read_lines(info.handle, start=n, count=2) == want, n
+        assert "".join(s.iter_chunks(info.handle, chunk_chars=77_777)) == ref
+        # the repaired text, loaded as a string, is the same content: the same handle
+        assert s.load_text(ref).handle == info.handle
+
+
+def test_a_truncated_character_at_a_file_end_does_not_merge_with_the_next_document(
+    store: ContextStore, tmp_path: Path
+) -> None:
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "a.txt").write_bytes("end 😀".encode()[:-2])  # emoji cut after 2 of 4 bytes
+    (root / "b.txt").write_bytes(b"\x9f\x98\x80 next\n")  # its missing bytes start the next file
+    info = store.load_path(root)
+    assert store.read_document(info.handle, "a.txt") == "end \ufffd"
+    assert store.read_document(info.handle, "b.txt") == "\ufffd\ufffd\ufffd next\n"
+    assert info.replaced == 2 + 3
+    assert [d.lines for d in info.documents] == [1, 1]
+
+
+def test_lone_surrogates_in_a_string_are_stored_as_replacement_characters(
+    store: ContextStore,
+) -> None:
+    info = store.load_text("ok \ud800 ok")
+    assert store.read(info.handle) == "ok \ufffd\ufffd\ufffd ok"
+    assert info.replaced == 3
+
+
+def test_stores_from_before_the_separate_index_key_still_read(tmp_path: Path) -> None:
+    text = "".join(f"{i} 東京\n" for i in range(30_000))
+    with ContextStore(tmp_path / "s") as s:
+        info = s.load_text(text)
+        idx = s._index(s._meta(info.handle))
+        meta = s._meta(info.handle)
+        meta["char_cp"] = list(zip(idx.chars, idx.char_bytes, strict=True))
+        meta["line_cp"] = list(zip(idx.lines, idx.line_bytes, strict=True))
+        s._cache.set(f"meta:{info.handle}", meta)
+        s._cache.delete(f"index:{info.handle}")
+    with ContextStore(tmp_path / "s") as s2:
+        assert s2.read(info.handle, start=200_001, length=20) == text[200_001:200_021]
+        assert s2.read_lines(info.handle, start=20_000, count=1) == "20000 東京\n"
+
+
+# -- caps: one context's size, the free disk space ------------------------------------------------
+
+
+def test_a_text_over_the_context_size_cap_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    with ContextStore(tmp_path / "s", max_context_bytes=100) as s:
+        with pytest.raises(InputTooLargeError, match="RLM_MCP_MAX_CONTEXT_BYTES"):
+            s.load_text("x" * 101)
+        f = tmp_path / "big.txt"
+        f.write_text("y" * 150)
+        with pytest.raises(InputTooLargeError, match="150 bytes, over the 100-byte limit"):
+            s.load_path(f)
+        assert s.load_text("x" * 100).bytes == 100  # exactly the cap is fine
+        assert len(s.list()) == 1
+        assert list((s.directory / "tmp").iterdir()) == []
+
+
+def test_the_cap_also_counts_bytes_that_grow_when_replaced(tmp_path: Path) -> None:
+    f = tmp_path / "binary.bin"
+    f.write_bytes(b"\xff" * 90)  # 90 bytes in, 270 out (each becomes a 3-byte U+FFFD)
+    with ContextStore(tmp_path / "s", max_context_bytes=100) as s:
+        with pytest.raises(InputTooLargeError, match="over the 100-byte limit"):
+            s.load_path(f)
+        assert s.list() == [] and list((s.directory / "tmp").iterdir()) == []
+
+
+def test_zero_means_no_context_size_cap(tmp_path: Path) -> None:
+    with ContextStore(tmp_path / "s", max_context_bytes=0) as s:
+        assert s.load_text("z" * 1000).chars == 1000
+
+
+def test_a_load_that_would_not_fit_on_the_disk_fails_before_writing(
+    store: ContextStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "a.txt"
+    f.write_text("q" * 10_000)
+    fake = shutil._ntuple_diskusage(10**12, 10**12 - 5000, 5000)  # type: ignore[attr-defined]
+    monkeypatch.setattr("rlm_mcp.store.shutil.disk_usage", lambda _p: fake)
+    with pytest.raises(InputTooLargeError, match=r"Not enough free disk space.*RLM_MCP_HOME"):
+        store.load_path(f)
+    assert store.list() == [] and list((store.directory / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("err", "raised", "match"),
+    [
+        (errno.ENOSPC, InputTooLargeError, "filled up"),
+        (errno.EIO, ContextError, "failed: .*Check the disk"),
+    ],
+)
+def test_a_write_error_mid_load_is_a_clear_error_and_the_store_stays_readable(
+    store: ContextStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    err: int,
+    raised: type[Exception],
+    match: str,
+) -> None:
+    kept = store.load_text("kept")
+    f = tmp_path / "a.txt"
+    f.write_text("w" * 3_000_000)
+
+    def failing_write(file: object, data: object) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr("rlm_mcp.store._ingest._write_all", failing_write)
+    with pytest.raises(raised, match=match):
+        store.load_path(f)
+    assert [i.handle for i in store.list()] == [kept.handle]
+    assert store.read(kept.handle) == "kept"
+    assert list((store.directory / "tmp").iterdir()) == []
+
+
+# -- last-used time ----------------------------------------------------------------------------
+
+
+def test_info_rewrites_metadata_at_most_once_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    with ContextStore(tmp_path / "s", clock=clock) as s:
+        info = s.load_text("used")
+        writes: list[str] = []
+        real_set = s._cache.set
+
+        def counting_set(key: str, *args: object, **kwargs: object) -> object:
+            writes.append(key)
+            return real_set(key, *args, **kwargs)
+
+        monkeypatch.setattr(s._cache, "set", counting_set)
+        clock.now += 30
+        for _ in range(5):
+            assert s.info(info.handle).last_used == info.last_used
+        s.read(info.handle)
+        assert writes == []
+        clock.now += 31
+        assert s.info(info.handle).last_used == clock.now
+        assert writes == [f"meta:{info.handle}"]
+
+
+# -- another process during a load, and a kill -9 in the middle of one ---------------------------
+
+_LOADER = r"""
+import sys
+from rlm_mcp.store import ContextStore
+
+store_dir, path, stage = sys.argv[1], sys.argv[2], sys.argv[3]
+s = ContextStore(store_dir, chunk_bytes=256 * 1024)
+
+def pause(what):
+    print(what, flush=True)
+    if sys.stdin.readline().strip() != "go":
+        sys.exit(3)
+
+if stage == "publish":  # stop after the text is in, right before the metadata makes it visible
+    real_set = s._cache.set
+    def set_then_pause(key, *args, **kwargs):
+        if isinstance(key, str) and key.startswith("meta:"):
+            pause("paused")
+        return real_set(key, *args, **kwargs)
+    s._cache.set = set_then_pause
+    progress = None
+else:  # stop after the first chunk has been read
+    seen = []
+    def progress(done, total):
+        if not seen:
+            seen.append(done)
+            pause("paused")
+
+info = s.load_path(path, name="big", progress=progress)
+print(info.handle, flush=True)
+s.close()
+"""
+
+
+class Loader:
+    """A child process loading `path`, paused at `stage` until told to go (or killed)."""
+
+    def __init__(self, store_dir: Path, path: Path, stage: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LOADER, str(store_dir), str(path), stage],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def line(self, timeout: float = 60) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, "the loader did not answer in time"
+        return self.proc.stdout.readline().strip()
+
+    def go(self) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        handle = self.line()
+        assert self.proc.wait(timeout=60) == 0
+        self._close()
+        return handle
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=60)
+        self._close()
+
+    def _close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _big_file(tmp_path: Path) -> tuple[Path, str]:
+    text = "".join(f"row {i}: naïve café 東京 😀\n" for i in range(60_000))  # ~2 MB, 8 chunks
+    f = tmp_path / "big.txt"
+    f.write_text(text, encoding="utf-8")
+    return f, text
+
+
+def _assert_whole(s: ContextStore, handle: str, text: str) -> None:
+    info = s.info(handle)
+    assert (info.chars, info.lines, info.name) == (len(text), 60_000, "big")
+    assert s.read(handle) == text
+    assert s.read_lines(handle, start=59_999, count=1) == text.splitlines(keepends=True)[-1]
+
+
+@pytest.mark.parametrize("stage", ["reading", "publish"])
+def test_another_process_sees_nothing_or_the_whole_context_never_part(
+    tmp_path: Path, stage: str
+) -> None:
+    f, text = _big_file(tmp_path)
+    d = tmp_path / "shared"
+    with ContextStore(d) as s:
+        before = s.load_text("earlier context")
+        loader = Loader(d, f, stage)
+        try:
+            assert loader.line() == "paused"
+            with ContextStore(d) as other:  # a second process's view, opened mid-load
+                assert [i.handle for i in other.list()] == [before.handle]
+                with pytest.raises(ContextNotFoundError):
+                    other.info("big")
+                assert other.evict() == []  # a live load's text is fresh: not an orphan
+            handle = loader.go()
+        finally:
+            if loader.proc.poll() is None:
+                loader.kill()
+        assert {i.handle for i in s.list()} == {before.handle, handle}
+        _assert_whole(s, handle, text)
+        assert list((d / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", ["reading", "publish"])
+def test_kill_9_mid_load_keeps_the_store_readable_and_earlier_contexts_intact(
+    tmp_path: Path, stage: str
+) -> None:
+    f, text = _big_file(tmp_path)
+    d = tmp_path / "shared"
+    with ContextStore(d) as s:
+        earlier = [s.load_text(f"context {i}\n" * 1000, name=f"c{i}") for i in range(3)]
+    loader = Loader(d, f, stage)
+    assert loader.line() == "paused"
+    loader.kill()
+    with ContextStore(d) as s:
+        assert [i.handle for i in s.list()] == [e.handle for e in earlier]
+        for i, e in enumerate(earlier):
+            assert s.read(f"c{i}") == f"context {i}\n" * 1000 and s.info(e.handle).name == f"c{i}"
+        with pytest.raises(ContextNotFoundError):
+            s.info("big")
+        again = s.load_path(f, name="big")  # loading it again works (reusing a whole orphan)
+        _assert_whole(s, again.handle, text)
+        s.evict(now=time.time() + 2 * 3600)  # what the crash left behind goes
+        assert list((d / "tmp").iterdir()) == []
+        assert {k.split(":")[0] for k in s._cache.iterkeys()} == {"meta", "text", "index", "name"}
+        _assert_whole(s, again.handle, text)
