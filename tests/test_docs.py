@@ -151,6 +151,45 @@ def test_the_clients_page_covers_every_ready_made_config_and_config_command() ->
         assert f"rlm-mcp config {client}" in text, f"rlm-mcp config {client} is not shown"
 
 
+#: Error texts troubleshooting.md quotes, each a fragment that must also be in the code.
+TROUBLESHOOTING_TEXTS = [
+    "or use --backend sampling to let the MCP client's own model answer",
+    "clients do not pass your shell's environment",
+    "The MCP client cannot sample",
+    "the client did not declare the sampling capability",
+    "this connection has no back channel for server-to-client requests",
+    "to see stored handles, or load it again with load_context",
+    "variables kept",
+    "every variable of this session is gone",
+    "raise the timeout (RLM_MCP_LM_TIMEOUT) or check that the server is responsive",
+    "output truncated:",
+    "limit for one context; load a smaller part",
+    "Not enough free disk space for",
+    "holds no text files to load (binary files, .git, node_modules",
+    "does not exist; check the spelling, or pass a directory or a glob pattern",
+    "needs RLM_MCP_TOKEN set; or bind 127.0.0.1",
+    "missing or wrong bearer token (RLM_MCP_TOKEN)",
+    "is not allowed in the sandbox; allowed modules:",
+    "is not allowed in the sandbox",
+    "No trajectory file at",
+    "as a trajectory",
+]
+
+
+def _flat(text: str) -> str:
+    """Source or Markdown with implicit string concatenation and line wrapping undone."""
+    text = re.sub(r"\"\s*\n\s*[rf]*\"", "", text)
+    return re.sub(r"\s+", " ", text)
+
+
+def test_troubleshooting_quotes_error_texts_the_code_still_produces() -> None:
+    doc = _flat((DOCS / "troubleshooting.md").read_text(encoding="utf-8"))
+    code = _flat("\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "rlm_mcp").rglob("*.py")))
+    for fragment in TROUBLESHOOTING_TEXTS:
+        assert fragment in doc, f"troubleshooting.md no longer quotes {fragment!r}"
+        assert fragment in code, f"the code no longer says {fragment!r}: update troubleshooting.md"
+
+
 # --- links and snippets -------------------------------------------------------------------------
 
 
