@@ -150,9 +150,10 @@ def main() -> int:
             answer = anyio.run(run, log_path, fake_url)
     finally:
         if fake is not None:
-            assert fake.stdin is not None
+            assert fake.stdin is not None and fake.stdout is not None
             fake.stdin.close()  # the fake provider exits when its stdin closes
             fake.wait(timeout=10)
+            fake.stdout.close()
     ok = expected in answer
     print(f"expected {expected}: {'correct' if ok else 'WRONG'}")
     return 0 if ok else 1

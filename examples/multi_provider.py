@@ -24,7 +24,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import anyio
@@ -100,12 +100,13 @@ def fake_openai_server(reply: str) -> Iterator[str]:
             raise RuntimeError(f"the fake provider did not start (printed {url!r})")
         yield url
     finally:
-        assert proc.stdin is not None
+        assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.close()  # it serves until its stdin closes
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        proc.stdout.close()
 
 
 async def run(root: LM, sub: LM, text: str) -> Any:
@@ -121,30 +122,22 @@ async def run(root: LM, sub: LM, text: str) -> Any:
 
 def main() -> int:
     text, expected = make_haystack()
-    with (
-        fake_openai_server(FAKE_ROOT_REPLY) as root_url,
-        FakeProvider(fake_sub_reply) as sub_fake,
-    ):
+    with ExitStack() as stack:
         if os.environ.get("OPENAI_API_KEY"):
-            root = resolve_lm(
-                "openai", model_name=os.environ.get("RLM_MCP_MODEL"), environ=os.environ
-            )
+            model = os.environ.get("RLM_MCP_MODEL")
+            root = resolve_lm("openai", model_name=model, environ=os.environ)
         else:
+            url = stack.enter_context(fake_openai_server(FAKE_ROOT_REPLY))
             root = resolve_lm(
-                "openai", model_name="fake-root", api_key="fake", base_url=f"{root_url}/v1"
+                "openai", model_name="fake-root", api_key="fake", base_url=f"{url}/v1"
             )
         if os.environ.get("ANTHROPIC_API_KEY"):
-            sub = resolve_lm(
-                "anthropic",
-                model_name=os.environ.get("RLM_MCP_SUB_MODEL") or "claude-haiku-4-5",
-                environ=os.environ,
-            )
+            model = os.environ.get("RLM_MCP_SUB_MODEL") or "claude-haiku-4-5"
+            sub = resolve_lm("anthropic", model_name=model, environ=os.environ)
         else:
+            fake = stack.enter_context(FakeProvider(fake_sub_reply))
             sub = resolve_lm(
-                "anthropic",
-                model_name="fake-sub",
-                api_key="fake",
-                base_url=sub_fake.anthropic_base_url,
+                "anthropic", model_name="fake-sub", api_key="fake", base_url=fake.anthropic_base_url
             )
         print(f"root: {root.backend} {root.model}   sub: {sub.backend} {sub.model}")
         print(f"context: {len(text):,} characters; question: {QUESTION}")
