@@ -152,7 +152,11 @@ class ContextStore:
                 "bigger disk with RLM_MCP_HOME."
             )
         return Ingester(
-            self._tmp, chunk_bytes=self.chunk_bytes, max_bytes=cap if cap > 0 else None, label=label
+            self._tmp,
+            chunk_bytes=self.chunk_bytes,
+            max_bytes=cap if cap > 0 else None,
+            label=label,
+            size_hint=size,
         )
 
     def _feed_text(self, ing: Ingester, text: str) -> None:

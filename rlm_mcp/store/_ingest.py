@@ -55,6 +55,7 @@ class Ingester:
         chunk_bytes: int,
         max_bytes: int | None = None,
         label: str = "input",
+        size_hint: int | None = None,
     ) -> None:
         ensure_handler()
         fd, name = tempfile.mkstemp(prefix="ingest-", suffix=".txt", dir=directory)
@@ -73,10 +74,13 @@ class Ingester:
         self.cp_char_bytes = array("q", [0])
         self.cp_lines = array("q", [0])
         self.cp_line_bytes = array("q", [0])
-        self._chunk = max(chunk_bytes, 4 * INDEX_BYTES)
+        # buffers no bigger than the input needs (a small load should not zero 12 MB), made lazily
+        chunk = max(chunk_bytes, 4 * INDEX_BYTES)
+        if size_hint is not None:
+            chunk = min(chunk, max(size_hint + INDEX_BYTES, 4 * INDEX_BYTES))
+        self._chunk = chunk
         self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(_BUFFERS - 1):
-            self._free.put(bytearray(self._chunk + 4))
+        self._made = 1
         self._buf = bytearray(self._chunk + 4)
         self._fill = 0  # bytes at the front of _buf carried over from the previous chunk
         self._todo: queue.Queue[tuple[list[_Segment], bytearray] | None] = queue.Queue()
@@ -174,6 +178,9 @@ class Ingester:
             )
 
     def _take_buffer(self) -> bytearray:
+        if self._made < _BUFFERS and self._free.empty():
+            self._made += 1
+            return bytearray(self._chunk + 4)
         while True:
             self._raise_if_failed()
             try:
