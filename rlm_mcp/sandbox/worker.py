@@ -29,6 +29,7 @@ _INTERNAL = frozenset(
     {
         "context",
         "documents",
+        "document",
         "peek",
         "grep",
         "lines",
@@ -86,6 +87,7 @@ class Executor:
         self.final = _FinalSignal()
         self.context = ""
         self.context_intact = True  # False once a failed set_context has dropped the old one
+        self.documents: tuple[tuple[str, int, int], ...] = ()
         self._lines: tuple[str, ...] | None = None
         self.ns = policy.build_globals(self.printer, self.rng, self._helpers())
         self.ns["context"] = ""
@@ -109,7 +111,7 @@ class Executor:
         self.context = ""
         self._lines = None
         self.ns["context"] = ""
-        self.ns["documents"] = ()
+        self.ns["documents"] = self.documents = ()
         try:
             ctx = loader.read_text(path) if path is not None else (text or "")
         except MemoryError:
@@ -122,15 +124,26 @@ class Executor:
         self.context = ctx
         self._lines = None
         self.ns["context"] = ctx
-        self.ns["documents"] = tuple(
-            (str(name), ctx[int(start) : int(start) + int(length)])
-            for name, start, length in (documents or ())
+        # (name, start, length) into `context`, as the RLM prompt and the server's tool text tell
+        # the model: no copy of the text (slices per document doubled a multi-document context).
+        self.documents = tuple(
+            (str(name), int(start), int(length)) for name, start, length in (documents or ())
         )
+        self.ns["documents"] = self.documents
 
     def _helpers(self) -> dict[str, Any]:
         def peek(start: int = 0, n: int = 2000) -> str:
             """Return n characters of the context from `start`."""
             return self.context[start : start + n]
+
+        def document(which: int | str) -> str:
+            """The text of one document of `documents`, by position or by name."""
+            docs = self.documents
+            for i, (name, start, length) in enumerate(docs):
+                if which in (i, name):
+                    return self.context[start : start + length]
+            names = ", ".join(repr(d[0]) for d in docs[:20]) or "none (a single text)"
+            raise KeyError(f"no document {which!r}; documents: {names}")
 
         def lines() -> tuple[str, ...]:
             """All lines of the context (computed once per context)."""
@@ -188,6 +201,7 @@ class Executor:
 
         return {
             "peek": peek,
+            "document": document,
             "lines": lines,
             "grep": grep,
             "llm_query": llm_query,

@@ -95,7 +95,26 @@ def test_context_documents_and_helpers() -> None:
     ex = Executor(max_output_chars=1000)
     ex.set_context(path=None, text="alpha\nbeta gamma\ngamma", documents=[["a", 0, 5]])
     r = run("print(len(context), documents, peek(6, 4), grep('gamma'), len(lines()))", ex)
-    assert r["output"] == ("22 (('a', 'alpha'),) beta [(2, 'beta gamma'), (3, 'gamma')] 3\n")
+    assert r["output"] == ("22 (('a', 0, 5),) beta [(2, 'beta gamma'), (3, 'gamma')] 3\n")
+
+
+def test_documents_are_name_start_length_and_document_returns_the_text() -> None:
+    ex = Executor(max_output_chars=1000)
+    ex.set_context(path=None, text="first|second", documents=[["a.txt", 0, 5], ["b.txt", 6, 6]])
+    r = run(
+        "for name, start, length in documents:\n"
+        "    print(name, context[start:start + length], document(name))\n"
+        "print(document(1))",
+        ex,
+    )
+    assert r["output"] == "a.txt first first\nb.txt second second\nsecond\n"
+    assert r["variables"] == [
+        {"name": "length", "type": "int", "summary": "int = 6"},
+        {"name": "name", "type": "str", "summary": "str, 5 chars"},
+        {"name": "start", "type": "int", "summary": "int = 6"},
+    ]
+    r = run("document('c.txt')", ex)
+    assert r["error"]["type"] == "KeyError" and "'a.txt', 'b.txt'" in r["error"]["message"]
 
 
 def test_final_final_var_and_answer_dict_set_the_final_answer() -> None:

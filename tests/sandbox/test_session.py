@@ -43,8 +43,8 @@ async def test_context_from_a_file_with_documents_and_set_context(tmp_path: Path
     spec = ContextSpec(path=path, documents=[("a.txt", 0, 9), ("b.txt", 10, 6)])
     async with SandboxSession(context=spec, limits=LIMITS) as s:
         with anyio.fail_after(30):
-            r = await s.execute("keep = 1\nprint(documents[1][0], documents[1][1], len(context))")
-            assert r.output == "b.txt second 16\n"
+            r = await s.execute("keep = 1\nprint(documents[1], document('b.txt'), len(context))")
+            assert r.output == "('b.txt', 10, 6) second 16\n"
             await s.set_context(ContextSpec(text="new"))
             r = await s.execute("print(context, keep)")
     assert r.output == "new 1\n"
