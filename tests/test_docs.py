@@ -320,6 +320,9 @@ def test_getting_started_reaches_run_repl_and_rlm_complete(
         assert "stop: final after 1 iteration(s)" in out
         trajectory = Path(out.split("trajectory: ")[1].splitlines()[0])
         assert trajectory.is_file()
+        page = tmp_path / "first_run.html"
+        run(["rlm-mcp", "view", str(trajectory), "--out", str(page)], user_env, tmp_path)
+        assert "The file has" in page.read_text(encoding="utf-8")
 
         # the same without MCP, as the page says
         query = ["--query", "How many lines?", "--base-url", f"{url}/v1"]
