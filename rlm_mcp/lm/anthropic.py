@@ -1,18 +1,21 @@
 """Anthropic's Messages API through the official SDK (`POST {base_url}/v1/messages`).
 
-System messages are joined into the `system` parameter, as the API wants. The SDK takes no
-`temperature` keyword in this version, so it travels in `extra_body`. Retries are ours
-(`max_retries=0` on the SDK), as for OpenAI.
+System messages are joined into the `system` parameter, as the API wants. Retries are ours
+(`max_retries=0` on the SDK), as for OpenAI. As there, we send through the SDK's generic
+`client.post(..., cast_to=bytes)` and read the JSON ourselves: the SDK keeps auth, version
+headers, timeouts and status errors, and we skip its typed request transform and response model,
+CPU that concurrent calls on one event loop would pay in series (see `openai.py`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from rlm_mcp.config import DEFAULT_LM_TIMEOUT, DEFAULT_MAX_RETRIES
-from rlm_mcp.lm._common import is_malformed, priced
+from rlm_mcp.lm._common import is_malformed, preset_platform, priced
 from rlm_mcp.lm.base import Completion, Message, Usage
 from rlm_mcp.lm.prices import PriceTable
 from rlm_mcp.lm.retry import RetryPolicy, call_with_retries, estimate_tokens, kwargs_without_none
@@ -69,6 +72,7 @@ class AnthropicLM:
                 timeout=self.policy.timeout,
                 max_retries=0,
             )
+            preset_platform(self._client, "anthropic._base_client")
             self._client_loop = token
         return self._client
 
@@ -91,21 +95,21 @@ class AnthropicLM:
         turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
         if not turns:
             turns = [{"role": "user", "content": "(no message)"}]
-        options = kwargs_without_none(
-            system=system or None,
-            stop_sequences=list(stop) if stop else None,
-            extra_body={"temperature": temperature} if temperature is not None else None,
-        )
+        body = {
+            "model": self._model,
+            "max_tokens": max_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS,
+            "messages": turns,
+            **kwargs_without_none(
+                system=system or None,
+                stop_sequences=list(stop) if stop else None,
+                temperature=temperature,
+            ),
+        }
         started = time.monotonic()
 
         async def send() -> Completion:
-            resp = await client.messages.create(
-                model=self._model,
-                max_tokens=max_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS,
-                messages=turns,
-                **options,
-            )
-            return self._parse(resp, messages, time.monotonic() - started)
+            raw = await client.post("/v1/messages", body=body, cast_to=bytes)
+            return self._parse(json.loads(raw), messages, time.monotonic() - started)
 
         return await call_with_retries(
             send,
@@ -115,22 +119,21 @@ class AnthropicLM:
             is_malformed=is_malformed,
         )
 
-    def _parse(self, resp: Any, messages: Sequence[Message], latency: float) -> Completion:
-        if isinstance(resp, (str, bytes)) or not hasattr(resp, "content"):
-            raise ValueError(f"not a Messages response: {str(resp)[:200]!r}")
-        blocks = resp.content or []
-        text = "".join(
-            (getattr(b, "text", None) or "") for b in blocks if getattr(b, "type", "") == "text"
-        )
-        usage = getattr(resp, "usage", None)
-        if usage is not None and usage.input_tokens is not None:
-            read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
-            created = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
+    def _parse(self, data: Any, messages: Sequence[Message], latency: float) -> Completion:
+        """Read a Messages JSON body; a missing or mistyped field raises (= malformed)."""
+        if not isinstance(data, dict) or "content" not in data:
+            raise ValueError(f"not a Messages response: {str(data)[:200]!r}")
+        blocks = data["content"] or []
+        text = "".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
+        usage = data.get("usage")
+        if isinstance(usage, dict) and usage.get("input_tokens") is not None:
+            read = int(usage.get("cache_read_input_tokens") or 0)
+            created = int(usage.get("cache_creation_input_tokens") or 0)
             record = Usage(
                 model=self._model,
                 # Anthropic reports cache reads/writes apart from input_tokens; count them all.
-                input_tokens=int(usage.input_tokens or 0) + read + created,
-                output_tokens=int(usage.output_tokens or 0),
+                input_tokens=int(usage["input_tokens"] or 0) + read + created,
+                output_tokens=int(usage.get("output_tokens") or 0),
                 cached_tokens=read,
                 latency_s=latency,
             )
@@ -143,5 +146,5 @@ class AnthropicLM:
                 estimated=True,
             )
         return Completion(
-            text=text, usage=priced(record, self.prices), finish_reason=resp.stop_reason
+            text=text, usage=priced(record, self.prices), finish_reason=data.get("stop_reason")
         )

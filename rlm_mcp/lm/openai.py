@@ -3,16 +3,23 @@
 The SDK's own retries are off (`max_retries=0`): `retry.call_with_retries` owns retries so both
 SDK adapters behave the same. The SDK client is created lazily, once per event loop, because an
 httpx client's connection pool belongs to the loop that opened it.
+
+We send through the SDK's generic `client.post(..., cast_to=bytes)` and read the JSON ourselves
+instead of `chat.completions.create`: the SDK still does auth, base URL, headers, timeouts and
+status errors, but skips its typed request transform and response model, which were about 40%
+of the client's CPU per call. All concurrent calls share one event-loop thread, so that CPU is
+paid in series when a batch's answers arrive together (fan-out benchmark, `bench/fanout.py`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from rlm_mcp.config import DEFAULT_LM_TIMEOUT, DEFAULT_MAX_RETRIES
-from rlm_mcp.lm._common import is_malformed, priced
+from rlm_mcp.lm._common import is_malformed, preset_platform, priced
 from rlm_mcp.lm.base import Completion, Message, Usage
 from rlm_mcp.lm.prices import PriceTable
 from rlm_mcp.lm.retry import RetryPolicy, call_with_retries, estimate_tokens, kwargs_without_none
@@ -73,6 +80,7 @@ class OpenAILM:
                 max_retries=0,
                 default_headers=self._headers,
             )
+            preset_platform(self._client, "openai._base_client")
             self._client_loop = token
         return self._client
 
@@ -91,19 +99,20 @@ class OpenAILM:
         stop: Sequence[str] | None = None,
     ) -> Completion:
         client = self._sdk()
-        payload = [{"role": m.role, "content": m.content} for m in messages]
-        options = kwargs_without_none(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop=list(stop) if stop else None,
-        )
+        body = {
+            "model": self._model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            **kwargs_without_none(
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=list(stop) if stop else None,
+            ),
+        }
         started = time.monotonic()
 
         async def send() -> Completion:
-            resp = await client.chat.completions.create(
-                model=self._model, messages=payload, **options
-            )
-            return self._parse(resp, messages, time.monotonic() - started)
+            raw = await client.post("/chat/completions", body=body, cast_to=bytes)
+            return self._parse(json.loads(raw), messages, time.monotonic() - started)
 
         return await call_with_retries(
             send,
@@ -113,19 +122,21 @@ class OpenAILM:
             is_malformed=is_malformed,
         )
 
-    def _parse(self, resp: Any, messages: Sequence[Message], latency: float) -> Completion:
-        if isinstance(resp, (str, bytes)) or not getattr(resp, "choices", None):
-            raise ValueError(f"no choices in response: {str(resp)[:200]!r}")
-        choice = resp.choices[0]
-        text = getattr(choice.message, "content", None) or ""
-        usage = getattr(resp, "usage", None)
-        if usage is not None and usage.prompt_tokens is not None:
-            details = getattr(usage, "prompt_tokens_details", None)
+    def _parse(self, data: Any, messages: Sequence[Message], latency: float) -> Completion:
+        """Read a Chat Completions JSON body; a missing or mistyped field raises (= malformed)."""
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not choices:
+            raise ValueError(f"no choices in response: {str(data)[:200]!r}")
+        choice = choices[0]
+        text = _text_of(choice["message"].get("content"))
+        usage = data.get("usage")
+        if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+            details = usage.get("prompt_tokens_details") or {}
             record = Usage(
                 model=self._model,
-                input_tokens=int(usage.prompt_tokens or 0),
-                output_tokens=int(usage.completion_tokens or 0),
-                cached_tokens=int(getattr(details, "cached_tokens", 0) or 0),
+                input_tokens=int(usage["prompt_tokens"] or 0),
+                output_tokens=int(usage.get("completion_tokens") or 0),
+                cached_tokens=int(details.get("cached_tokens") or 0),
                 latency_s=latency,
             )
         else:
@@ -137,5 +148,14 @@ class OpenAILM:
                 estimated=True,
             )
         return Completion(
-            text=text, usage=priced(record, self.prices), finish_reason=choice.finish_reason
+            text=text, usage=priced(record, self.prices), finish_reason=choice.get("finish_reason")
         )
+
+
+def _text_of(content: Any) -> str:
+    """`message.content`: a string, null, or (some compatible servers) a list of text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))

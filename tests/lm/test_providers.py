@@ -269,3 +269,56 @@ async def test_the_sdk_client_is_reused_across_calls_in_one_event_loop(
         first = lm._client  # type: ignore[attr-defined]
         await lm.complete(MESSAGES)
     assert lm._client is first  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_first_call_of_a_new_sdk_client_makes_no_thread_hop(
+    backend: str, fake: FakeProvider, closing: list[LM]
+) -> None:
+    # The SDKs probe the OS in a worker thread on a client's first request unless we fill it in;
+    # we make a client per event loop, and that hop stalled for seconds on a loaded machine.
+    import asyncio
+
+    lm = make_lm(backend, fake)
+    closing.append(lm)
+    with anyio.fail_after(10):
+        await lm.complete(MESSAGES)
+    assert asyncio.get_running_loop()._default_executor is None  # type: ignore[attr-defined]
+    assert lm._client._platform is not None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_json_body_of_the_wrong_shape_raises_malformed_without_retrying(
+    backend: str, fake: FakeProvider, sleeps: SleepRecorder, closing: list[LM]
+) -> None:
+    fake.respond_next(200, {"id": "x", "object": "something else"})
+    lm = make_lm(backend, fake, sleeps)
+    closing.append(lm)
+    with anyio.fail_after(10), pytest.raises(ProviderError, match="malformed"):
+        await lm.complete(MESSAGES)
+    assert sleeps.waits == []
+    assert len(fake.requests) == 1
+
+
+async def test_openai_content_as_a_list_of_text_parts_is_joined(
+    fake: FakeProvider, closing: list[LM]
+) -> None:
+    # Some OpenAI-compatible servers answer with content parts instead of a string.
+    parts = [{"type": "text", "text": "he"}, {"type": "text", "text": "llo"}]
+    fake.respond_next(
+        200,
+        {
+            "choices": [{"index": 0, "finish_reason": "length", "message": {"content": parts}}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 2},
+        },
+    )
+    lm = make_lm("openai", fake)
+    closing.append(lm)
+    with anyio.fail_after(10):
+        comp = await lm.complete(MESSAGES)
+    assert (comp.text, comp.finish_reason) == ("hello", "length")
+    assert (comp.usage.input_tokens, comp.usage.output_tokens, comp.usage.cached_tokens) == (
+        4,
+        2,
+        0,
+    )
