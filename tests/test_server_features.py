@@ -182,6 +182,9 @@ async def test_finished_runs_are_resources_and_run_ids_cannot_escape(tmp_path: P
             body = (await client.read_resource(uri)).contents[0].text
             kinds = [json.loads(line)["type"] for line in body.splitlines()]
             assert kinds[0] == "config" and kinds[-1] == "result"
+            page = (await client.read_resource(uri + "/view")).contents[0]
+            assert page.mime_type == "text/html"
+            assert page.text.lstrip().lower().startswith("<!doctype html")
             for bad in ("rlm://trajectories/..%2Fsecret", "rlm://trajectories/secret"):
                 with pytest.raises(Exception) as err:
                     await client.read_resource(bad)
