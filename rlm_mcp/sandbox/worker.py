@@ -489,9 +489,8 @@ def main() -> int:
         elif op == "get":
             send({"op": "value", "value": executor.get_variable_text(str(msg["name"]))})
         elif op == "peak":
-            import resource
-
-            send({"op": "value", "value": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+            # VmHWM is this process's own peak; ru_maxrss also counts the parent's RSS at fork.
+            send({"op": "value", "value": _status_kb("VmHWM:")})
         elif op == "rss":
             send({"op": "value", "value": _status_kb("VmRSS:")})
         else:
