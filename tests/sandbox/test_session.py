@@ -309,3 +309,14 @@ async def test_sub_call_prompt_size_is_capped_with_a_clear_error() -> None:
     assert r.error is not None and "101 characters" in r.error.message
     assert "max_prompt_chars" in r.error.message
     assert handler.calls == []
+
+
+async def test_reset_after_a_cancellation_drops_the_stale_note() -> None:
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            with anyio.move_on_after(0.3):
+                await s.execute("while True:\n    pass", timeout=60)
+            await s.reset()
+            r = await s.execute("print('fresh')")
+    assert s.last_cancellation == "interrupted"
+    assert (r.output, r.notes, r.reset) == ("fresh\n", (), False)
