@@ -150,11 +150,23 @@ class RLM:
             from rlm_mcp.lm import resolve_lm
 
             lm = resolve_lm(backend, environ=environ, **dict(backend_kwargs or {}))
-        if sub_lm is None and other_backends:
+        #: Extra sub-models, chosen from sandboxed code with llm_query(prompt, model=NAME); the
+        #: first is the default sub-model when `sub_lm` is not given (the reference API).
+        self.other_lms: list[LM] = []
+        if other_backends:
             from rlm_mcp.lm import resolve_lm
 
-            kw = dict(other_backend_kwargs[0]) if other_backend_kwargs else {}
-            sub_lm = resolve_lm(other_backends[0], environ=environ, **kw)
+            kws = list(other_backend_kwargs or [])
+            if len(kws) not in (0, len(other_backends)):
+                raise ConfigError(
+                    f"other_backend_kwargs has {len(kws)} entries for {len(other_backends)} "
+                    "other_backends; give one dict per backend (or none)."
+                )
+            for i, name in enumerate(other_backends):
+                kw = dict(kws[i]) if kws else {}
+                self.other_lms.append(resolve_lm(name, environ=environ, **kw))
+            if sub_lm is None:
+                sub_lm = self.other_lms[0]
         self.lm: LM = lm
         self.sub_lm: LM = sub_lm or lm
         self.max_iterations = max_iterations
@@ -220,6 +232,13 @@ class RLM:
 
     # -- the loop -----------------------------------------------------------------------------
 
+    def _model_choices(self) -> dict[str, LM]:
+        """Sub-models by name: the default sub-model and every other backend."""
+        found: dict[str, LM] = {self.sub_lm.model: self.sub_lm}
+        for other in self.other_lms:
+            found.setdefault(other.model, other)
+        return found
+
     async def _run(
         self,
         context: ContextInput,
@@ -242,6 +261,13 @@ class RLM:
             max_subcall_chars=self.max_subcall_chars,
             max_output_chars=self.sandbox_limits.max_output_chars,
         )
+        choices = self._model_choices()
+        if len(choices) > 1:
+            system += (
+                "\n\nSub-models you can pick with llm_query(prompt, model=NAME) or "
+                f"llm_query_batched(prompts, model=NAME): {', '.join(choices)} (default: "
+                f"{self.sub_lm.model})."
+            )
         messages: list[Message] = [
             Message("system", system),
             Message("user", first_user_prompt(root_prompt)),
@@ -265,6 +291,7 @@ class RLM:
         router = SubCallRouter(
             self.sub_lm,
             tracker,
+            alternatives=self._model_choices(),
             path=path,
             on_event=self._on_event,
             max_prompt_chars=self.max_subcall_chars,

@@ -7,10 +7,10 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from rlm_mcp.errors import BudgetExceededError, InputTooLargeError
+from rlm_mcp.errors import BudgetExceededError, ConfigError, InputTooLargeError
 from rlm_mcp.lm.base import LM, Message
 from rlm_mcp.types import RLMChatCompletion, RLMEvent, SubCallRecord
 
@@ -105,8 +105,11 @@ class SubCallRouter:
         budget: Budget | None = None,
         depth: int = 0,
         iteration: Callable[[], int | None] | None = None,
+        alternatives: Mapping[str, LM] | None = None,
     ) -> None:
         self.lm = lm
+        #: model name -> LM for `llm_query(prompt, model=NAME)`; a named model is a plain call.
+        self.alternatives = dict(alternatives or {})
         self.tracker = tracker
         self.path = path
         self.on_event = on_event
@@ -139,9 +142,20 @@ class SubCallRouter:
                     f"Sub-call prompt has {len(p):,} characters, the limit is "
                     f"{self.max_prompt_chars:,}. Split the text into smaller chunks."
                 )
-        return list(await asyncio.gather(*(self._one(p) for p in prompts)))
+        lm = None
+        if model is not None and model != self.lm.model:
+            lm = self.alternatives.get(model)
+            if lm is None:
+                known = ", ".join(sorted({self.lm.model, *self.alternatives})) or self.lm.model
+                raise ConfigError(
+                    f"llm_query: no sub-model named {model!r}. Available: {known}. "
+                    "Leave model out to use the default."
+                )
+        return list(await asyncio.gather(*(self._one(p, lm) for p in prompts)))
 
-    async def _one(self, prompt: str) -> str:
+    async def _one(self, prompt: str, lm: LM | None = None) -> str:
+        # a sub-call that names its model is a plain call on that model, never a child run
+        child = self.child_factory is not None and lm is None
         self._counter += 1
         n = self._counter
         it = self._iteration()
@@ -152,11 +166,12 @@ class SubCallRouter:
                 self.depth + 1,
                 it,
                 f"sub-call {n} ({len(prompt):,} chars)",
-                {"index": n, "prompt_chars": len(prompt), "child": self.child_factory is not None},
+                {"index": n, "prompt_chars": len(prompt), "child": child},
             ),
         )
         t0 = time.perf_counter()
-        if self.child_factory is not None:
+        if child:
+            assert self.child_factory is not None
             result = await self.child_factory(prompt, n)
             text = result.response
             record = SubCallRecord(
@@ -171,7 +186,8 @@ class SubCallRouter:
                 trajectory=result.trajectory,
             )
         else:
-            comp = await self.lm.complete([Message("user", prompt)], temperature=self.temperature)
+            target = lm or self.lm
+            comp = await target.complete([Message("user", prompt)], temperature=self.temperature)
             self.tracker.record(comp.usage, path=(*self.path, f"sub{n}"))
             text = comp.text or ""  # a provider may return an empty (None) message
             cost = comp.usage.cost

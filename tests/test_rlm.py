@@ -327,3 +327,36 @@ async def test_time_budget_also_bounds_a_hanging_model_call() -> None:
     with anyio.fail_after(30):
         r = await RLM(lm=lm, max_time=2.0).acompletion("ctx", "q")
     assert r.stop_reason == "max_time" and lm.calls == 1 and r.iterations == 0
+
+
+async def test_other_backends_are_sub_models_picked_by_name_from_the_repl() -> None:
+    code = (
+        "a = llm_query('q')\n"
+        "b = llm_query_batched(['q', 'q'], model='smart')\n"
+        "try:\n    llm_query('q', model='nope')\nexcept RuntimeError as e:\n    err = str(e)\n"
+        "print(a, b, err)"
+    )
+    root = ScriptedLM([repl(code), "FINAL(done)"])
+    rlm = RLM(
+        lm=root,
+        other_backends=["scripted:cheap", "scripted:smart"],
+        other_backend_kwargs=[{"responses": ["from-cheap"]}, {"responses": ["from-smart"] * 2}],
+    )
+    with anyio.fail_after(60):
+        r = await rlm.acompletion("ctx", "q")
+    out = r.trajectory[0].code_blocks[0].output
+    assert "from-cheap ['from-smart', 'from-smart']" in out
+    assert "no sub-model named 'nope'" in out and "cheap, smart" in out
+    assert "model=NAME" in root.calls[0][0].content  # the root is told which models exist
+    assert r.usage.models["cheap"].calls == 1 and r.usage.models["smart"].calls == 2
+
+
+def test_other_backend_kwargs_must_match_other_backends() -> None:
+    from rlm_mcp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="one dict per backend"):
+        RLM(
+            lm=ScriptedLM(["x"]),
+            other_backends=["scripted:a", "scripted:b"],
+            other_backend_kwargs=[{}],
+        )
