@@ -240,6 +240,15 @@ def make_importer(rng: _random.Random) -> Callable[..., ModuleProxy]:
 
 _DENIED_ATTRS = frozenset({"format", "format_map", "mro"}) | frozenset(INSPECT_ATTRIBUTES)
 _FAST_TYPES = frozenset({str, list, dict, set, frozenset, tuple, int, float, bytes, bool})
+#: (exact type, name) pairs the checks below would allow anyway: the public methods of the
+#: builtin value types. One set lookup instead of three checks keeps `out.append(x)`,
+#: `line.split()` and `d.get(k)` loops cheap.
+_SAFE_ATTRS = frozenset(
+    (kind, name)
+    for kind in _FAST_TYPES
+    for name in dir(kind)
+    if not name.startswith("_") and name not in _DENIED_ATTRS
+)
 
 
 def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
@@ -248,6 +257,8 @@ def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
     Covers what `safer_getattr` checks (underscore names, `str.format`) for every object. Builtin
     container/str types take a fast path: their public attributes are all plain methods.
     """
+    if (type(obj), name) in _SAFE_ATTRS:
+        return getattr(obj, name)
     if type(name) is not str or name.startswith("_") or name in _DENIED_ATTRS:
         raise PolicyViolation(f"access to attribute {name!r} is not allowed in the sandbox")
     value = getattr(obj, name, *default)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rlm_mcp.sandbox import policy
+from rlm_mcp.sandbox.policy import PolicyViolation
 from rlm_mcp.sandbox.worker import Executor
 
 
@@ -326,3 +327,16 @@ def test_errors_without_a_message_still_say_what_happened() -> None:
     assert "memory limit" in r["error"]["message"] and "memory_mb" in r["error"]["message"]
     r = run("raise KeyError")
     assert r["error"]["message"] == "KeyError raised without a message"
+
+
+def test_attribute_fast_path_allows_only_what_the_checks_allow() -> None:
+    for kind, name in policy._SAFE_ATTRS:
+        assert kind in policy._FAST_TYPES and not name.startswith("_")
+        assert name not in policy._DENIED_ATTRS
+    assert policy.guarded_getattr("a b", "split")() == ["a", "b"]
+    with pytest.raises(PolicyViolation):
+        policy.guarded_getattr(str, "format")  # the type itself is not on the fast path
+    assert (
+        run("print(str.upper('x'), 'a-b'.split('-'), {1: 2}.get(1))")["output"]
+        == "X ['a', 'b'] 2\n"
+    )
