@@ -275,9 +275,9 @@ class Executor:
             }
             return self._finish(result, before)
         try:
+            self.phase = "user"  # before the timer: an early alarm must not be ignored
             if self.use_timer and timeout:
                 signal.setitimer(signal.ITIMER_REAL, timeout)
-            self.phase = "user"
             exec(compiled, self.ns)
             self.phase = "idle"
         except policy.SandboxTimeout as exc:
