@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PLACEHOLDER", "ContextSummary", "build_system_prompt", "subcall_prompt"]
+__all__ = [
+    "DEFAULT_PLACEHOLDER",
+    "ContextSummary",
+    "aggregate_prompt",
+    "build_system_prompt",
+    "map_prompt",
+    "subcall_prompt",
+]
 
 DEFAULT_PLACEHOLDER = "{default}"
 PREVIEW_CHARS = 300
@@ -26,6 +33,30 @@ class ContextSummary:
 def subcall_prompt(instruction: str, chunk: str) -> str:
     """Instruction first, then the chunk: small models find far more reading the question first."""
     return f"{instruction.strip()}\n\n--- TEXT START ---\n{chunk}\n--- TEXT END ---"
+
+
+def map_prompt(question: str, chunk: str) -> str:
+    """The map step of map-reduce: question first, and names copied with numbers.
+
+    Measured with Qwen2.5-Coder-0.5B: asked for "the answer", it returns the first number of the
+    right shape in the chunk, whoever it belongs to, so the aggregate step cannot tell a needle
+    from a distractor. Asking it to copy the sentence keeps the key next to the number.
+    """
+    return subcall_prompt(
+        "Read the text below and copy, word for word, the sentences that help answer this "
+        "question (keep every name and number exactly). If nothing in it helps, reply NONE.\n"
+        f"Question: {question}",
+        chunk,
+    )
+
+
+def aggregate_prompt(question: str, notes: str) -> str:
+    """The reduce step: the notes from every chunk, question first and repeated last."""
+    return (
+        "Notes extracted from consecutive chunks of a long text are below. Combine them to answer "
+        f"the question. Reply with the answer only.\nQuestion: {question}\n\nNotes:\n{notes}"
+        f"\n\nQuestion (again): {question}\nAnswer:"
+    )
 
 
 def _default_prompt(ctx: ContextSummary, *, max_subcall_chars: int, max_output_chars: int) -> str:

@@ -214,19 +214,39 @@ class LocalModelServer:
 _SNIAH_CODE = """```repl
 import re
 key = {key!r}
-size = 6000
-chunks = [context[i:i + size] for i in range(0, len(context), size)]
-prompts = [
-    "Find the special magic number for " + key + " in the text below. Reply with the number "
-    "only, or NONE if the text does not mention " + key + ".\\n\\nText:\\n" + c
-    for c in chunks
-]
-answers = llm_query_batched(prompts)
+size = {size}
+chunks, cur = [], ""
+for sent in context.split(". "):  # whole sentences, so a needle is never split
+    if cur and len(cur) + len(sent) + 2 > size:
+        chunks.append(cur)
+        cur = ""
+    cur += sent + ". "
+chunks.append(cur)
+
+
+def ask(c):
+    return (
+        "Find the special magic number for " + key + " in the text below. Reply with the number "
+        "only, or NONE if the text does not mention " + key + ".\\n\\n--- TEXT START ---\\n"
+        + c + "\\n--- TEXT END ---"
+    )
+
+
 final = "NONE"
-for a in answers:
-    for num in re.findall(r"\\d{{7}}", a):
-        if ("magic number for " + key + " is " + num) in context:  # verify in the REPL
-            final = num
+todo = chunks
+for attempt in range(3):
+    retry = []
+    for c, a in zip(todo, llm_query_batched([ask(c) for c in todo])):
+        for num in re.findall(r"\\d{{7}}", a):
+            if ("magic number for " + key + " is " + num + ".") in context:  # verify in the REPL
+                final = num
+            else:  # another key's number: drop that sentence and ask about the chunk again
+                other = re.search(r"The special magic number for \\S+ is " + num + r"\\. ", c)
+                if other:
+                    retry.append(c.replace(other.group(0), ""))
+    if final != "NONE" or not retry:
+        break
+    todo = retry
 print(final)
 ```"""
 
@@ -254,11 +274,15 @@ print(dict(counts))
 ```"""
 
 
-def scripted_root() -> ScriptedLM:
+def scripted_root(*, chunk_chars: int = 3_000) -> ScriptedLM:
     """A FIXED code strategy standing in for the root model (labelled `rlm (scripted root)`).
 
     Turn 1 writes chunk/sub-call/verify code for the task in the question; turn 2 answers with
     `FINAL_VAR(final)` (S-NIAH) or computes the asked figure from the REPL's counts (OOLONG).
+
+    S-NIAH: the 0.5B sub-model returns the first magic number in a chunk whoever it belongs to,
+    so the code verifies each number against the key in the REPL and, when it belongs to another
+    key, deletes that sentence from the chunk and asks again (at most 3 rounds).
     """
     from rlm_mcp.bench.tasks.generators import LABELS
     from rlm_mcp.lm import ScriptedLM
@@ -268,7 +292,9 @@ def scripted_root() -> ScriptedLM:
         turn = sum(1 for m in messages if m.role == "assistant")
         key = re.search(r"magic number for (\S+) mentioned", text)
         if key:
-            return _SNIAH_CODE.format(key=key.group(1)) if turn == 0 else "FINAL_VAR(final)"
+            if turn == 0:
+                return _SNIAH_CODE.format(key=key.group(1), size=chunk_chars)
+            return "FINAL_VAR(final)"
         if turn == 0:
             return _OOLONG_CODE.format(labels=list(LABELS))
         if turn == 1:
@@ -293,7 +319,14 @@ def scripted_root() -> ScriptedLM:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Small real comparison: S-NIAH and OOLONG-style at 16K-128K, rlm vs base vs map-reduce."""
+    """Small real comparison: S-NIAH and OOLONG-style, rlm (scripted root) vs base vs map-reduce.
+
+    Every finished cell is appended to `<out>/cells.jsonl` at once, so a long run on a shared
+    CPU keeps what it measured if it is stopped; the table and files are written at the end.
+    """
+    import json
+    from dataclasses import asdict
+
     import anyio
 
     from rlm_mcp.bench.harness import (
@@ -310,38 +343,76 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlm_mcp.bench.localmodel")
     parser.add_argument("--model", default="qwen-0.5b", choices=sorted(LOCAL_MODELS))
     parser.add_argument("--suite", default="sniah,oolong")
-    parser.add_argument("--lengths", default="16k,64k")
+    parser.add_argument("--lengths", default="16k")
     parser.add_argument("--methods", default="base,map-reduce,rlm")
-    parser.add_argument("--n", type=int, default=1)
+    parser.add_argument("--n", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunk-chars", type=int, default=3_000)
+    parser.add_argument("--window-chars", type=int, default=24_000)
+    parser.add_argument("--n-ctx", type=int, default=8_192)
+    parser.add_argument("--timeout", type=float, default=1_800.0, help="seconds per model call")
     parser.add_argument("--out", default="bench-results/localmodel")
     args = parser.parse_args(argv)
     tasks = make_tasks(
-        args.suite.split(","), [parse_length(x) for x in args.lengths.split(",")], seed=0, n=args.n
+        args.suite.split(","),
+        [parse_length(x) for x in args.lengths.split(",")],
+        seed=args.seed,
+        n=args.n,
     )
     methods = args.methods.split(",")
-    config = MethodConfig(window_chars=4 * 6_000, chunk_chars=6_000, max_tokens=64)
-    with LocalModelServer(args.model) as srv:
-        lm = resolve_lm("openai", model_name=args.model, base_url=srv.base_url, api_key="local")
+    config = MethodConfig(
+        window_chars=args.window_chars,
+        chunk_chars=args.chunk_chars,
+        max_tokens=64,
+        exec_timeout=args.timeout,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = out / "cells.jsonl"
+    with LocalModelServer(args.model, n_ctx=args.n_ctx) as srv:
+        # No retries: a timed-out request keeps the one-slot server busy, a retry doubles it.
+        lm = resolve_lm(
+            "openai",
+            model_name=args.model,
+            base_url=srv.base_url,
+            api_key="local",
+            timeout=args.timeout,
+            max_retries=0,
+        )
+        root = scripted_root(chunk_chars=args.chunk_chars)
 
         async def go() -> list[CellResult]:
-            out: list[CellResult] = []
+            results: list[CellResult] = []
             try:
-                for m in methods:
-                    root = scripted_root() if m == "rlm" else lm
-                    out += await run_bench(
-                        tasks, [m], root_lm=root, sub_lm=lm, config=config, progress=sys.stderr
-                    )
+                for task in tasks:
+                    for m in methods:
+                        (cell,) = await run_bench(
+                            [task],
+                            [m],
+                            root_lm=root if m == "rlm" else lm,
+                            sub_lm=lm,
+                            config=config,
+                        )
+                        results.append(cell)
+                        with cells.open("a", encoding="utf-8") as f:
+                            f.write(json.dumps(asdict(cell)) + "\n")
+                        print(
+                            f"{cell.task_id} {m}: score {cell.score:.2f} in {cell.wall_time_s:.0f}s"
+                            f" said {cell.response[:40]!r} (answer {cell.answer!r})",
+                            file=sys.stderr,
+                            flush=True,
+                        )
             finally:
                 await lm.aclose()  # type: ignore[attr-defined]
-            return out
+            return results
 
         results = anyio.run(go)
     print(
         f"model: {LOCAL_MODELS[args.model].description} via llama.cpp, 1 thread; "
-        "rlm root = FIXED scripted code strategy, sub-calls = the model"
+        "rlm root = FIXED scripted code strategy, sub-calls and base/map-reduce = the model"
     )
     print(format_results(results))
-    write_outputs(results, args.out)
+    write_outputs(results, out)
     return 0
 
 

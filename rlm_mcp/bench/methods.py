@@ -37,6 +37,8 @@ class MethodConfig:
     max_tokens: int | None = 512
     max_iterations: int = 10
     max_chunks: int = 2_000  # map-reduce/sliding-window refuse to fan out beyond this
+    # Seconds one `rlm` REPL block may run, sub-calls included: a CPU model needs minutes.
+    exec_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -126,19 +128,10 @@ async def _map_reduce(
     task: Task, root: LM, sub: LM, cfg: MethodConfig, m: _Meter
 ) -> tuple[str, int]:
     from rlm_mcp.lm import complete_many
+    from rlm_mcp.prompts import aggregate_prompt, map_prompt
 
     chunks = _chunks(task, cfg)
-    prompts = [
-        [
-            Message(
-                "user",
-                "Read the text below and extract only what helps answer this question. "
-                "If nothing in it helps, reply NONE.\n"
-                f"Question: {task.question}\n\nText:\n{c}",
-            )
-        ]
-        for c in chunks
-    ]
+    prompts = [[Message("user", map_prompt(task.question, c))] for c in chunks]
     comps = await complete_many(sub, prompts, max_tokens=cfg.max_tokens, temperature=0.0)
     notes = []
     for i, comp in enumerate(comps):
@@ -147,11 +140,7 @@ async def _map_reduce(
         if text and text.upper().rstrip(".") != "NONE":
             notes.append(f"[chunk {i}] {text}")
     joined = _truncate("\n".join(notes) or "(no chunk had relevant information)", cfg.window_chars)
-    prompt = (
-        "Notes extracted from consecutive chunks of a long text are below. Combine them to answer "
-        f"the question. Reply with the answer only.\nQuestion: {task.question}\n\nNotes:\n{joined}"
-        "\nAnswer:"
-    )
+    prompt = aggregate_prompt(task.question, joined)
     return await m.ask(root, prompt, sub=False, max_tokens=cfg.max_tokens), 1
 
 
@@ -207,7 +196,13 @@ async def _retrieval(
 async def _rlm(task: Task, root: LM, sub: LM, cfg: MethodConfig, m: _Meter) -> tuple[str, int]:
     from rlm_mcp.rlm import RLM
 
-    rlm = RLM(lm=root, sub_lm=sub, max_iterations=cfg.max_iterations, max_depth=1)
+    rlm = RLM(
+        lm=root,
+        sub_lm=sub,
+        max_iterations=cfg.max_iterations,
+        max_depth=1,
+        environment_kwargs={"timeout": cfg.exec_timeout},
+    )
     result = await rlm.acompletion(task.context, root_prompt=task.question)
     usage = result.usage
     root_calls = int(getattr(result, "iterations", 0) or 0)

@@ -1,5 +1,6 @@
 import importlib
 import re
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -200,3 +201,89 @@ async def test_scripted_root_answers_oolong_questions_from_sub_call_labels(seed:
         msgs += [Message("assistant", reply), Message("user", "ok")]
     assert reply == "FINAL_VAR(final)"
     assert score(task.scorer, str(env["final"]), task.answer) == 1.0
+
+
+def _first_number(messages: Sequence[Message]) -> str:
+    """The 0.5B model's measured failure: the first magic number in the chunk, whoever's it is."""
+    text = messages[-1].content.split("--- TEXT START ---")[1]
+    hit = re.search(r"magic number for \S+ is (\d{7})", text)
+    return hit.group(1) if hit else "NONE"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", range(3))
+async def test_scripted_root_drops_other_keys_numbers_and_asks_again(seed: int) -> None:
+    from rlm_mcp.bench.methods import MethodConfig, run_method
+    from rlm_mcp.bench.tasks import make_sniah
+    from rlm_mcp.lm import ScriptedLM
+
+    task = make_sniah(16_000, seed=seed)
+    with anyio.fail_after(60):
+        r = await run_method(
+            "rlm",
+            task,
+            root_lm=scripted_root(chunk_chars=3_000),
+            sub_lm=ScriptedLM(_first_number),
+            config=MethodConfig(exec_timeout=30),
+        )
+    assert r.error is None and r.response == task.answer
+    assert r.sub_calls > 5  # one per chunk, plus the repeated asks after a distractor
+
+
+class _ClosingLM:
+    """ScriptedLM plus the `aclose` a provider adapter has."""
+
+    def __init__(self, fn) -> None:  # type: ignore[no-untyped-def]
+        from rlm_mcp.lm import ScriptedLM
+
+        self._lm = ScriptedLM(fn)
+        self.model = "fake"
+        self.backend = "scripted"
+        self.closed = False
+
+    async def complete(self, messages, **kw):  # type: ignore[no-untyped-def]
+        return await self._lm.complete(messages, **kw)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def test_main_writes_each_cell_as_it_finishes_and_the_table(tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    import rlm_mcp.lm
+
+    class NoServer:
+        def __init__(self, name: str, **kw: object) -> None:
+            self.base_url = "http://127.0.0.1:1/v1"
+
+        def __enter__(self) -> "NoServer":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    def answer(messages: Sequence[Message]) -> str:
+        text = messages[-1].content
+        if "--- TEXT START ---" in text:
+            return _first_number(messages)
+        hit = re.search(r"magic number for \S+ is (\d{7})", text)
+        return hit.group(1) if hit else "NONE"
+
+    fake = _ClosingLM(answer)
+    monkeypatch.setattr(localmodel, "LocalModelServer", NoServer)
+    monkeypatch.setattr(rlm_mcp.lm, "resolve_lm", lambda *a, **kw: fake)
+    out = tmp_path / "out"
+    argv = ["--suite", "sniah", "--lengths", "10k", "--n", "2", "--out", str(out)]
+    assert localmodel.main([*argv, "--methods", "base,rlm"]) == 0
+    cells = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
+    assert [(c["task_id"], c["method"]) for c in cells] == [
+        ("sniah-10000-0", "base"),
+        ("sniah-10000-0", "rlm"),
+        ("sniah-10000-1", "base"),
+        ("sniah-10000-1", "rlm"),
+    ]
+    assert all(c["score"] == 1.0 for c in cells if c["method"] == "rlm")
+    table = capsys.readouterr().out
+    assert "FIXED scripted code strategy" in table and "| sniah" in table
+    assert (out / "results.json").is_file() and fake.closed

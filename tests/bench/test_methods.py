@@ -116,3 +116,34 @@ async def test_rlm_method_runs_end_to_end_with_the_scripted_root_strategy() -> N
     assert r.error is None, r.error
     assert score(task.scorer, r.response, task.answer) == 1.0
     assert r.sub_calls == len(sub.calls) >= 5 and r.iterations >= 1
+
+
+def test_map_prompt_puts_the_question_first_and_asks_for_exact_sentences() -> None:
+    from rlm_mcp.prompts import aggregate_prompt, map_prompt
+
+    p = map_prompt("What is X?", "some chunk")
+    assert p.index("What is X?") < p.index("some chunk")
+    assert "word for word" in p and "NONE" in p
+    agg = aggregate_prompt("What is X?", "[chunk 0] X is 1.")
+    assert agg.count("What is X?") == 2 and agg.rstrip().endswith("Answer:")
+
+
+@pytest.mark.anyio
+async def test_rlm_method_gives_the_repl_its_configured_exec_timeout(monkeypatch) -> None:
+    import rlm_mcp.rlm
+
+    seen: dict[str, object] = {}
+    real = rlm_mcp.rlm.RLM
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *a: object, **kw: object) -> None:
+            seen.update(kw.get("environment_kwargs") or {})  # type: ignore[call-overload]
+            super().__init__(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rlm_mcp.rlm, "RLM", Spy)
+    lm = ScriptedLM(["FINAL(1)"])
+    with anyio.fail_after(30):
+        r = await run_method(
+            "rlm", make_sniah(2_000, seed=0), root_lm=lm, config=MethodConfig(exec_timeout=321.0)
+        )
+    assert r.error is None and seen == {"timeout": 321.0}
