@@ -20,7 +20,9 @@ from typing import Any
 
 from rlm_mcp.config import DEFAULT_LM_TIMEOUT, DEFAULT_MAX_RETRIES
 from rlm_mcp.lm._common import is_malformed, preset_platform, priced
+from rlm_mcp.lm._http import sdk_http_client
 from rlm_mcp.lm.base import Completion, Message, Usage
+from rlm_mcp.lm.limits import get_max_concurrency
 from rlm_mcp.lm.prices import PriceTable
 from rlm_mcp.lm.retry import RetryPolicy, call_with_retries, estimate_tokens, kwargs_without_none
 
@@ -78,6 +80,7 @@ class OpenAILM:
                 base_url=self.base_url,
                 timeout=self.policy.timeout,
                 max_retries=0,
+                http_client=sdk_http_client(openai, max_concurrency=get_max_concurrency()),
                 default_headers=self._headers,
             )
             preset_platform(self._client, "openai._base_client")
