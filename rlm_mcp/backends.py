@@ -12,7 +12,9 @@ from typing import Any
 from rlm_mcp.config import Settings
 from rlm_mcp.lm.base import LM
 
-__all__ = ["build_lm", "build_lms"]
+__all__ = ["AUTO", "build_lm", "build_lms", "pick_backend"]
+
+AUTO = "auto"
 
 #: Backends that are not a remote API: no timeout/retry options, nothing worth caching on disk.
 _LOCAL_BACKENDS = frozenset({"sampling", "scripted"})
@@ -20,6 +22,36 @@ _LOCAL_BACKENDS = frozenset({"sampling", "scripted"})
 
 def _backend_name(backend: str) -> str:
     return backend.strip().partition(":")[0].lower()
+
+
+def _can_sample(ctx: Any) -> bool:
+    from rlm_mcp.errors import SamplingUnavailableError
+    from rlm_mcp.lm.sampling import SamplingLM
+
+    try:
+        SamplingLM(ctx).check()
+    except SamplingUnavailableError:
+        return False
+    return True
+
+
+def pick_backend(
+    environ: Mapping[str, str], ctx: Any = None, *, base_url: str | None = None
+) -> str:
+    """What "auto" means: the provider whose key is set, else the MCP client's own model.
+
+    A Claude Desktop user who puts only ANTHROPIC_API_KEY in the config gets Anthropic; one who
+    puts nothing gets sampling when the client offers it; nobody gets a surprise OpenAI error.
+    """
+    from rlm_mcp.errors import MissingAPIKeyError
+
+    if base_url or environ.get("OPENAI_API_KEY") or environ.get("OPENAI_BASE_URL"):
+        return "openai"
+    if environ.get("ANTHROPIC_API_KEY"):
+        return "anthropic"
+    if ctx is not None and _can_sample(ctx):
+        return "sampling"
+    raise MissingAPIKeyError("any provider", "OPENAI_API_KEY or ANTHROPIC_API_KEY")
 
 
 def build_lm(
@@ -35,6 +67,8 @@ def build_lm(
     """One LM for `backend` with the user's timeout/retries; `cache=True` wraps it in CachedLM."""
     from rlm_mcp.lm import CachedLM, resolve_lm
 
+    if _backend_name(backend) == AUTO:
+        backend = pick_backend(environ, ctx, base_url=base_url)
     name = _backend_name(backend)
     kw: dict[str, Any] = {}
     if model:
@@ -72,6 +106,8 @@ def build_lms(
 
     set_max_concurrency(settings.max_concurrency)
     root_backend = backend or settings.backend
+    if _backend_name(root_backend) == AUTO:
+        root_backend = pick_backend(environ, ctx, base_url=base_url)
     root_model = model or settings.model
     lm = build_lm(
         settings, root_backend, model=root_model, environ=environ, ctx=ctx, base_url=base_url

@@ -36,7 +36,10 @@ DEFAULT_SESSION_IDLE_SECONDS = 1800.0
 DEFAULT_MAX_SUB_CALLS = 1_000  # llm_query prompts per sandbox execute
 DEFAULT_MAX_PROMPT_CHARS = 1_000_000  # one llm_query prompt from the sandbox
 # LM
-DEFAULT_BACKEND = "openai"
+#: "auto": openai when OPENAI_API_KEY/OPENAI_BASE_URL is set, else anthropic when
+#: ANTHROPIC_API_KEY is, else the MCP client's model (sampling) when it can; see backends.py.
+DEFAULT_BACKEND = "auto"
+#: The openai adapter's model when none is named (each backend has its own default).
 DEFAULT_MODEL = "gpt-5-mini"
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_LM_TIMEOUT = 120.0
@@ -59,8 +62,11 @@ ENV_VARS: dict[str, str] = {
     "RLM_MCP_MAX_CONTEXT_BYTES": (
         "Largest single context a load may store (default 4 GiB; 0: no cap)."
     ),
-    "RLM_MCP_BACKEND": "Root-model backend: openai, anthropic, ollama, vllm, sampling, ...",
-    "RLM_MCP_MODEL": "Root-model name.",
+    "RLM_MCP_BACKEND": (
+        "Root-model backend: auto (default: whichever key is set, else sampling), openai, "
+        "anthropic, ollama, vllm, llamacpp, sampling, ..."
+    ),
+    "RLM_MCP_MODEL": "Root-model name. Default: the backend's own (gpt-5-mini, claude-sonnet-4-5).",
     "RLM_MCP_SUB_BACKEND": "Backend for sub-calls (llm_query). Default: the root backend.",
     "RLM_MCP_SUB_MODEL": "Model for sub-calls. Default: the root model.",
     "RLM_MCP_MAX_CONCURRENCY": "Concurrent sub-calls across the whole process (default 16).",
@@ -117,7 +123,7 @@ class Settings:
     max_age_days: float = DEFAULT_MAX_AGE_DAYS
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
     backend: str = DEFAULT_BACKEND
-    model: str = DEFAULT_MODEL
+    model: str | None = None
     sub_backend: str | None = None
     sub_model: str | None = None
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
@@ -134,6 +140,11 @@ class Settings:
     token: str | None = None
     log_level: str = "WARNING"
 
+    def __post_init__(self) -> None:
+        # `--home` and RLM_MCP_HOME arrive as strings; every *_dir property needs a Path.
+        if not isinstance(self.home, Path):
+            object.__setattr__(self, "home", Path(self.home).expanduser())
+
     @property
     def store_dir(self) -> Path:
         return self.home / "contexts"
@@ -141,11 +152,6 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "subcalls"
-    def __post_init__(self) -> None:
-        # `--home` and RLM_MCP_HOME arrive as strings; every *_dir property needs a Path.
-        if not isinstance(self.home, Path):
-            object.__setattr__(self, "home", Path(self.home).expanduser())
-
 
     @property
     def trajectory_dir(self) -> Path:

@@ -25,7 +25,7 @@ def test_settings_read_typed_values_and_overrides_win() -> None:
     }
     s = Settings.from_env(env, model="m2", backend=None)
     assert (s.max_iterations, s.exec_timeout, s.model, s.subcall_cache) == (7, 2.5, "m2", False)
-    assert s.backend == "openai"
+    assert s.backend == "auto"
 
 
 @pytest.mark.parametrize(

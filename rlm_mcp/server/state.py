@@ -98,7 +98,8 @@ class AppState:
             pair = build_lms(
                 self.settings, environ=self.environ, model=model, sub_model=sub_model, ctx=ctx
             )
-            if not self.uses_sampling():
+            # a sampling model talks to this request's client: never reuse it for another
+            if all(getattr(x, "backend", "") != "sampling" for x in pair if x is not None):
                 self._lms[key] = pair
         root, sub = pair
         return root, sub or root
@@ -155,9 +156,17 @@ def explain(exc: RLMError) -> str:
     text = str(exc.args[0]) if exc.args else str(exc)
     if isinstance(exc, ContextNotFoundError):
         return f"{text}; call list_contexts to see the stored handles"
+    if isinstance(exc, MissingAPIKeyError) and exc.provider == "any provider":
+        return (
+            "No model is configured and this client cannot sample (it needs the 2025-11-25 "
+            "protocol and sampling support). Put OPENAI_API_KEY or ANTHROPIC_API_KEY in the "
+            "\"env\" block of this server's entry in the MCP client's config (clients do not "
+            "pass your shell's environment), or set RLM_MCP_BACKEND (e.g. ollama) and "
+            "RLM_MCP_MODEL there."
+        )
     if isinstance(exc, MissingAPIKeyError):
         return (
-            f"No API key for {exc.provider}: put {exc.env_var} in the \"env\" block of this "
+            f'No API key for {exc.provider}: put {exc.env_var} in the "env" block of this '
             "server's entry in the MCP client's config (clients do not pass your shell's "
             "environment), or set RLM_MCP_BACKEND=sampling there to use the client's own model."
         )
