@@ -146,8 +146,8 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
         description=(
             "Run Python in a sandboxed, persistent REPL. With `handle`, the variable `context` "
             "holds that stored text (str; `documents` lists (name, start, length) for "
-            "directories; document(name) gives one file). print() what you want to see; output is cut when long, so print "
-            "slices, counts and matches rather than whole texts. `llm_query(prompt)` and "
+            "directories; document(name) gives one file). print() what you want to see; "
+            "output is cut when long, so print slices, counts and matches rather than whole texts. `llm_query(prompt)` and "
             "`llm_query_batched(prompts)` ask a sub-model and return its answer text. Variables "
             "persist between calls of the same `session`: pass back the `session` value from "
             "the result. Allowed modules include re, json, math, collections, itertools; no "
