@@ -208,3 +208,19 @@ async def test_rlm_complete_can_run_entirely_on_the_clients_model(tmp_path: Path
             assert out["answer"] == "three"
             assert out["iterations"] == 2
             assert out["usage"]["total_calls"] == 2
+
+
+async def test_cancelling_run_repl_stops_the_code_and_keeps_the_sessions_variables(
+    tmp_path: Path,
+) -> None:
+    server = build_server(Settings(home=tmp_path, exec_timeout=300.0))
+    with anyio.fail_after(120):
+        async with Client(server, mode="legacy") as client:
+            await client.call_tool("run_repl", {"code": "kept = 41"})
+            with anyio.move_on_after(1.0) as scope:
+                await client.call_tool("run_repl", {"code": "while True:\n    kept += 0"})
+            assert scope.cancelled_caught
+            after = await client.call_tool("run_repl", {"code": "print(kept + 1)"})
+            out = after.structured_content
+            assert out["status"] == "ok", out
+            assert out["output"].strip() == "42"
