@@ -323,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Every finished cell is appended to `<out>/cells.jsonl` at once, so a long run on a shared
     CPU keeps what it measured if it is stopped; the table and files are written at the end.
+    `--from-cells a.jsonl b.jsonl` merges runs that were split by seed into one table.
     """
     import json
     from dataclasses import asdict
@@ -352,7 +353,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-ctx", type=int, default=8_192)
     parser.add_argument("--timeout", type=float, default=1_800.0, help="seconds per model call")
     parser.add_argument("--out", default="bench-results/localmodel")
+    parser.add_argument(
+        "--from-cells",
+        nargs="+",
+        metavar="JSONL",
+        help="run nothing: merge cells.jsonl files of earlier (parallel) runs into one table",
+    )
     args = parser.parse_args(argv)
+    if args.from_cells:
+        merged = [
+            CellResult(**json.loads(line))
+            for path in args.from_cells
+            for line in Path(path).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        print(format_results(merged))
+        write_outputs(merged, args.out)
+        return 0
     tasks = make_tasks(
         args.suite.split(","),
         [parse_length(x) for x in args.lengths.split(",")],

@@ -287,3 +287,26 @@ def test_main_writes_each_cell_as_it_finishes_and_the_table(tmp_path, monkeypatc
     table = capsys.readouterr().out
     assert "FIXED scripted code strategy" in table and "| sniah" in table
     assert (out / "results.json").is_file() and fake.closed
+
+
+def test_cells_from_split_runs_merge_into_one_table(tmp_path, capsys) -> None:
+    import json
+    from dataclasses import asdict
+
+    from rlm_mcp.bench.harness import CellResult
+
+    def cell(seed: int, score: float) -> CellResult:
+        return CellResult(
+            f"sniah-16000-{seed}", "sniah", 16_000, "base", score, 100, 5, None, 2.0, 1, 0, 1,
+            "1", "1", None,
+        )  # fmt: skip
+
+    for name, seeds in (("a", [0, 1]), ("b", [2, 3])):
+        lines = [json.dumps(asdict(cell(s, float(s % 2)))) for s in seeds]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "merged"
+    files = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    assert localmodel.main(["--from-cells", *files, "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| sniah | 16K   | base   | 4 | 0.500 |" in table
+    assert len(json.loads((out / "results.json").read_text())["results"]) == 4
