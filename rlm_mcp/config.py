@@ -77,6 +77,8 @@ ENV_VARS: dict[str, str] = {
     "RLM_MCP_MAX_OUTPUT_CHARS": "Cap on the printed output one REPL call returns.",
     "RLM_MCP_WORKER_MEMORY_MB": "Address-space limit of a sandbox worker, above its context.",
     "RLM_MCP_MAX_SESSIONS": "Live sandbox workers at most; the oldest idle one is closed first.",
+    "RLM_MCP_MAX_SUB_CALLS": "llm_query prompts one run_repl call may send at most (default 1000).",
+    "RLM_MCP_MAX_PROMPT_CHARS": "Characters in one llm_query prompt from code (default 1,000,000).",
     "RLM_MCP_SESSION_IDLE_SECONDS": "Idle sandbox sessions are closed after this many seconds.",
     "RLM_MCP_MAX_ITERATIONS": "Root-model turns at most in one rlm_complete.",
     "RLM_MCP_MAX_DEPTH": "Recursion depth of llm_query inside the sandbox (1 = plain sub-calls).",
@@ -134,6 +136,8 @@ class Settings:
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
     worker_memory_mb: int = DEFAULT_WORKER_MEMORY_MB
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_sub_calls: int = DEFAULT_MAX_SUB_CALLS
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
     max_iterations: int = DEFAULT_MAX_ITERATIONS
     max_depth: int = DEFAULT_MAX_DEPTH

@@ -224,3 +224,20 @@ async def test_cancelling_run_repl_stops_the_code_and_keeps_the_sessions_variabl
             out = after.structured_content
             assert out["status"] == "ok", out
             assert out["output"].strip() == "42"
+
+
+async def test_run_repl_reports_notes_and_enforces_the_sub_call_cap(tmp_path: Path) -> None:
+    sub = _echo_sub()
+    settings = Settings(home=tmp_path, max_sub_calls=2, max_output_chars=200)
+    server = build_server(settings, lm_factory=lambda m, s: (sub, sub))
+    with anyio.fail_after(120):
+        async with Client(server) as client:
+            long = await client.call_tool("run_repl", {"code": "print('x' * 5000)"})
+            out = long.structured_content
+            assert out["truncated"] is True and out["notes"], out
+            capped = await client.call_tool(
+                "run_repl", {"code": "llm_query_batched(['a', 'b', 'c'])"}
+            )
+            err = capped.structured_content["error"]
+            assert "max_sub_calls" in err or "RLM_MCP_MAX_SUB_CALLS" in err, err
+            assert sub.calls == []  # refused before any model call was paid for

@@ -381,13 +381,14 @@ class SandboxSession:
             return {
                 "ok": False,
                 "error": f"llm_query limit reached: at most {limits.max_sub_calls:,} sub-calls "
-                "per execute (SandboxLimits.max_sub_calls)",
+                "per execute (SandboxLimits.max_sub_calls, or RLM_MCP_MAX_SUB_CALLS for the "
+                "server)",
             }
         if any(len(p) > limits.max_prompt_chars for p in prompts):
             return {
                 "ok": False,
                 "error": f"llm_query prompt over {limits.max_prompt_chars:,} characters "
-                "(SandboxLimits.max_prompt_chars)",
+                "(SandboxLimits.max_prompt_chars, or RLM_MCP_MAX_PROMPT_CHARS)",
             }
         exchange.sub_calls += len(prompts)
         texts: list[str] | None = None

@@ -215,13 +215,15 @@ class Executor:
             if len(p) > self.max_prompt_chars:
                 raise RuntimeError(
                     f"llm_query prompt of {len(p):,} characters is over the sandbox limit of "
-                    f"{self.max_prompt_chars:,} (SandboxLimits.max_prompt_chars): send a slice "
-                    "of the context, e.g. split it into chunks and query each"
+                    f"{self.max_prompt_chars:,} (SandboxLimits.max_prompt_chars, or "
+                    "RLM_MCP_MAX_PROMPT_CHARS): send a slice of the context, e.g. split it into "
+                    "chunks and query each"
                 )
         if self.sub_calls_used + len(prompts) > self.max_sub_calls:
             raise RuntimeError(
                 f"llm_query limit reached: at most {self.max_sub_calls:,} sub-calls per execute "
-                f"(SandboxLimits.max_sub_calls), {self.sub_calls_used:,} used, "
+                "(SandboxLimits.max_sub_calls, or RLM_MCP_MAX_SUB_CALLS for the server), "
+                f"{self.sub_calls_used:,} used, "
                 f"{len(prompts):,} more asked: batch several items into one prompt, or "
                 "continue in the next execute"
             )

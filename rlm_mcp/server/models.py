@@ -42,6 +42,9 @@ class ReplResult(BaseModel):
     truncated: bool = Field(False, description="output was cut; print less or slice")
     reset: bool = Field(False, description="the session was restarted; variables are gone")
     final: str | None = None
+    notes: list[str] = Field(
+        default_factory=list, description="what the sandbox did to this call (cut, interrupted)"
+    )
     session: str = Field(description="pass this back as `session` to keep these variables")
     sub_calls: int = 0
     usage: dict[str, Any] | None = Field(None, description="tokens/cost of llm_query calls")

@@ -69,6 +69,8 @@ class AppState:
                     timeout=self.settings.exec_timeout,
                     max_output_chars=self.settings.max_output_chars,
                     memory_mb=self.settings.worker_memory_mb,
+                    max_sub_calls=self.settings.max_sub_calls,
+                    max_prompt_chars=self.settings.max_prompt_chars,
                 ),
                 max_sessions=self.settings.max_sessions,
                 idle_seconds=self.settings.session_idle_seconds,

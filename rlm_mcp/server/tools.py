@@ -194,6 +194,7 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
             truncated=res.truncated,
             reset=res.reset,
             final=None if res.final is None else res.final.value,
+            notes=list(res.notes),
             session=name,
             sub_calls=res.sub_calls,
             usage=usage.to_dict() if usage.total_calls else None,
