@@ -73,7 +73,11 @@ class ReplSubCalls:
 
             _, sub = self.state.lms(ctx=self.ctx)
             self._router = SubCallRouter(
-                sub, self.tracker, path=("run_repl",), on_event=self._progress
+                sub,
+                self.tracker,
+                path=("run_repl",),
+                on_event=self._progress,
+                max_prompt_chars=self.state.settings.max_prompt_chars,
             )
         texts: list[str] = await self._router(prompts, model=model)
         return texts
