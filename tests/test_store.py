@@ -25,6 +25,7 @@ from rlm_mcp.errors import (
     UnreadablePathError,
 )
 from rlm_mcp.store import DOC_HEADER, INDEX_BYTES, ContextStore
+from rlm_mcp.store._ingest import KERNEL_COPY_MIN
 
 
 @pytest.fixture
@@ -295,10 +296,15 @@ def _error_spans(data: bytes) -> Iterator[int]:
             pos += exc.end
 
 
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "write"])
 @pytest.mark.parametrize("chunk_bytes", [4 * INDEX_BYTES, 4 * INDEX_BYTES + 1, 4 * 1024 * 1024])
 def test_file_with_emoji_cjk_crlf_and_invalid_bytes_reads_back_exactly(
-    tmp_path: Path, chunk_bytes: int
+    tmp_path: Path, chunk_bytes: int, kernel_copy: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if kernel_copy:
+        monkeypatch.setattr("rlm_mcp.store._ingest.KERNEL_COPY_MIN", 0)
+    else:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
     data = _tricky_bytes()
     ref, bad = _replaced_reference(data)
     f = tmp_path / "tricky.txt"
@@ -421,10 +427,11 @@ def test_a_write_error_mid_load_is_a_clear_error_and_the_store_stays_readable(
     f = tmp_path / "a.txt"
     f.write_text("w" * 3_000_000)
 
-    def failing_write(file: object, data: object) -> None:
+    def failing_write(*args: object) -> None:
         raise OSError(err, os.strerror(err))
 
     monkeypatch.setattr("rlm_mcp.store._ingest._write_all", failing_write)
+    monkeypatch.setattr("rlm_mcp.store._ingest.os.copy_file_range", failing_write)
     with pytest.raises(raised, match=match):
         store.load_path(f)
     assert [i.handle for i in store.list()] == [kept.handle]
@@ -593,3 +600,73 @@ def test_kill_9_mid_load_keeps_the_store_readable_and_earlier_contexts_intact(
         assert list((d / "tmp").iterdir()) == []
         assert {k.split(":")[0] for k in s._cache.iterkeys()} == {"meta", "text", "index", "name"}
         _assert_whole(s, again.handle, text)
+
+
+# -- kernel copies of big files: fallbacks and a source that changes mid-load ----------------------
+
+
+def _mixed_file(tmp_path: Path) -> tuple[Path, bytes]:
+    data = ("ascii line\n" * 50_000 + "東京 😀\n" * 50_000).encode() + b"\xff bad\n" * 10
+    f = tmp_path / "mixed.txt"
+    f.write_bytes(data)
+    assert len(data) >= KERNEL_COPY_MIN
+    return f, data
+
+
+@pytest.mark.parametrize("failure", ["unsupported", "source_shrank"])
+def test_when_the_kernel_copy_cannot_copy_the_buffer_is_written_instead(
+    store: ContextStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    f, data = _mixed_file(tmp_path)
+    calls: list[int] = []
+
+    def fake_copy(src: int, dst: int, count: int, offset: int | None = None) -> int:
+        calls.append(count)
+        if failure == "unsupported":
+            raise OSError(errno.EXDEV, "cross-device")
+        return 0  # as if the file were truncated after it was read
+
+    monkeypatch.setattr("rlm_mcp.store._ingest.os.copy_file_range", fake_copy)
+    info = store.load_path(f)
+    want = data.decode("utf-8", errors="replace")
+    assert calls and store.read(info.handle) == want
+    assert store.text_path(info.handle).read_bytes() == want.encode()
+
+
+def test_a_file_appended_to_while_loading_loads_a_consistent_prefix(
+    store: ContextStore, tmp_path: Path
+) -> None:
+    f, data = _mixed_file(tmp_path)
+
+    appended: list[int] = []
+
+    def append(done: int, total: int | None) -> None:
+        if len(appended) < 3:  # a log that grows a little while it is read
+            appended.append(done)
+            with open(f, "ab") as fh:
+                fh.write(b"appended\n")
+
+    info = store.load_path(f, progress=append)
+    final = f.read_bytes()
+    text = store.read(info.handle)
+    assert info.bytes >= len(data.decode("utf-8", errors="replace").encode())
+    assert text == final.decode("utf-8", errors="replace")[: len(text)]
+    assert info.handle == "ctx_" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def test_a_file_rewritten_in_place_while_loading_is_refused(
+    store: ContextStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f, _ = _mixed_file(tmp_path)
+    real_copy = os.copy_file_range
+
+    def rewrite_then_copy(src: int, dst: int, count: int, offset: int | None = None) -> int:
+        with open(f, "r+b") as fh:  # someone rewrites bytes that were already read and checked
+            fh.seek(offset or 0)
+            fh.write(b"X" * min(count, 100))
+        return real_copy(src, dst, count, offset)
+
+    monkeypatch.setattr("rlm_mcp.store._ingest.os.copy_file_range", rewrite_then_copy)
+    with pytest.raises(UnreadablePathError, match="rewritten while it was being loaded"):
+        store.load_path(f)
+    assert store.list() == [] and list((store.directory / "tmp").iterdir()) == []

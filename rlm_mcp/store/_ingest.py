@@ -25,8 +25,10 @@ import codecs
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import queue
+import stat
 import tempfile
 import threading
 from array import array
@@ -34,15 +36,23 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from rlm_mcp.errors import ContextError, InputTooLargeError
+from rlm_mcp.errors import ContextError, InputTooLargeError, UnreadablePathError
 from rlm_mcp.store._parts import HANDLER, counter, ensure_handler
 
-__all__ = ["INDEX_BYTES", "Index", "Ingester"]
+__all__ = ["INDEX_BYTES", "KERNEL_COPY_MIN", "Index", "Ingester"]
+
+logger = logging.getLogger(__name__)
 
 #: Bytes per decoded piece, and so the spacing of index checkpoints.
 INDEX_BYTES = 65_536
 _BUFFERS = 3  # one being filled/decoded, one being hashed/written, one spare
+#: Files at least this big are written with copy_file_range (kernel to kernel) where it works.
+KERNEL_COPY_MIN = 1024 * 1024
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
 _Segment = memoryview | bytes
+#: A piece of output, and its offset in the source file when it is the source's bytes unchanged.
+_Piece = tuple[_Segment, int]
+_Item = tuple[list[_Piece], bytearray, int] | threading.Event | None
 
 
 class Ingester:
@@ -83,7 +93,10 @@ class Ingester:
         self._made = 1
         self._buf = bytearray(self._chunk + 4)
         self._fill = 0  # bytes at the front of _buf carried over from the previous chunk
-        self._todo: queue.Queue[tuple[list[_Segment], bytearray] | None] = queue.Queue()
+        self._todo: queue.Queue[_Item] = queue.Queue()
+        self._src_fd = -1  # the file being fed, when its bytes may be copied by the kernel
+        self._src_base = -1  # offset in that file of _buf[0]
+        self._kernel_copy = hasattr(os, "copy_file_range")
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="rlm-mcp-ingest", daemon=True)
         self._thread.start()
@@ -91,16 +104,62 @@ class Ingester:
 
     # -- feeding
     def feed_file(self, fh: BinaryIO, on_chunk: Callable[[int], None] | None = None) -> None:
-        """Stream a binary file object; ``on_chunk(n)`` after each read of n bytes."""
-        while True:
-            view = memoryview(self._buf)
-            n = fh.readinto(view[self._fill : self._fill + self._chunk])  # type: ignore[attr-defined]
-            view.release()
-            if not n:
-                return
-            self._process(self._fill + n, final=False)
-            if on_chunk is not None:
-                on_chunk(n)
+        """Stream a binary file object; ``on_chunk(n)`` after each read of n bytes.
+
+        Valid pieces of a big regular file are then copied file-to-file by the kernel
+        (``copy_file_range``, like ``shutil.copyfile``) instead of written back from the buffer,
+        which is most of the cost of a plain write. The bytes checked and hashed are the ones
+        read; if the file changed while it was read (size or mtime differ afterwards), the output
+        is re-hashed and a mismatch (an in-place rewrite) is an error; a pure append is fine.
+        """
+        fd = fh.fileno()
+        st = os.fstat(fd)
+        kernel = self._kernel_copy and stat.S_ISREG(st.st_mode) and st.st_size >= KERNEL_COPY_MIN
+        pos = fh.tell() if kernel else 0
+        try:
+            while True:
+                if kernel:
+                    self._src_fd, self._src_base = fd, pos - self._fill
+                view = memoryview(self._buf)
+                n = fh.readinto(view[self._fill : self._fill + self._chunk])  # type: ignore[attr-defined]
+                view.release()
+                if not n:
+                    break
+                pos += n
+                self._process(self._fill + n, final=False)
+                if on_chunk is not None:
+                    on_chunk(n)
+        except BaseException:
+            if kernel:  # still wait: the caller is about to close fd (and its number be reused)
+                with contextlib.suppress(BaseException):
+                    self._barrier()
+            raise
+        finally:
+            self._src_fd = self._src_base = -1
+        if kernel:
+            self._barrier()  # the helper thread must be done with fd before the caller closes it
+            after = os.fstat(fd)
+            if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                self._verify_output()
+
+    def _barrier(self) -> None:
+        done = threading.Event()
+        self._todo.put(done)
+        while not done.wait(0.5):
+            self._raise_if_failed()
+        self._raise_if_failed()
+
+    def _verify_output(self) -> None:
+        """Re-hash what was written (after a source changed mid-read) against what was checked."""
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as out:
+            while block := out.read(4 * 1024 * 1024):
+                digest.update(block)
+        if digest.digest() != self.sha.copy().digest():
+            raise UnreadablePathError(
+                f"{self.label} was rewritten while it was being loaded; load it again once "
+                "nothing is writing to it (or load a copy)."
+            )
 
     def feed(self, data: bytes) -> None:
         """Append raw bytes (already in memory: a header, an encoded string)."""
@@ -120,7 +179,8 @@ class Ingester:
         buf = self._buf
         view = memoryview(buf)
         decode = codecs.utf_8_decode
-        segments: list[_Segment] = []
+        segments: list[_Piece] = []
+        src = self._src_base
         a = run = 0
         chars, nbytes, newlines = self.chars, self.bytes, self.newlines
         cp_chars, cp_char_bytes = self.cp_chars, self.cp_char_bytes
@@ -140,9 +200,9 @@ class Ingester:
             else:  # undecodable bytes: write the repaired text instead of the original
                 self.replaced += counter.n - before
                 if run < a:
-                    segments.append(view[run:a])
+                    segments.append((view[run:a], src + run if src >= 0 else -1))
                 enc = text.encode("utf-8")
-                segments.append(enc)
+                segments.append((enc, -1))
                 run = a + used
                 nl = enc.count(b"\n")
                 if nl:
@@ -158,10 +218,9 @@ class Ingester:
             cp_char_bytes.append(nbytes)
             a += used
         if run < a:
-            segments.append(view[run:a])
+            segments.append((view[run:a], src + run if src >= 0 else -1))
         if a:
-            last = segments[-1]
-            self.last_byte = last[-1]
+            self.last_byte = segments[-1][0][-1]
         self.chars, self.bytes, self.newlines = chars, nbytes, newlines
         carry = end - a
         nxt = self._take_buffer()
@@ -170,7 +229,7 @@ class Ingester:
         view.release()
         self._fill = carry
         self._buf = nxt
-        self._todo.put((segments, buf))
+        self._todo.put((segments, buf, self._src_fd))
         if self.max_bytes is not None and nbytes > self.max_bytes:
             raise InputTooLargeError(
                 f"{self.label} is over the {self.max_bytes:,}-byte limit for one context; load a "
@@ -194,19 +253,44 @@ class Ingester:
             item = self._todo.get()
             if item is None:
                 return
-            segments, buf = item
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            segments, buf, src_fd = item
             try:
                 if self._error is None:
-                    for seg in segments:
+                    for seg, offset in segments:
                         self.sha.update(seg)
-                        _write_all(self._file, seg)
+                        if offset >= 0 and self._kernel_copy:
+                            self._copy_range(src_fd, seg, offset)
+                        else:
+                            _write_all(self._file, seg)
             except BaseException as exc:  # reported to the main thread by _raise_if_failed
                 self._error = exc
             finally:
-                for seg in segments:
+                for seg, _ in segments:
                     if isinstance(seg, memoryview):
                         seg.release()
                 self._free.put(buf)
+
+    def _copy_range(self, src_fd: int, seg: _Segment, offset: int) -> None:
+        """Copy ``len(seg)`` bytes of the source at ``offset``; what it cannot, from ``seg``."""
+        want, done = len(seg), 0
+        out = self._file.fileno()
+        while done < want:
+            try:
+                n = os.copy_file_range(src_fd, out, want - done, offset + done)
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                logger.debug("copy_file_range unavailable (%s): writing from memory", exc)
+                self._kernel_copy = False
+                break
+            if not n:  # the source got shorter since it was read: the buffer still has the bytes
+                break
+            done += n
+        if done < want:
+            _write_all(self._file, memoryview(seg)[done:])
 
     def _raise_if_failed(self) -> None:
         exc = self._error
