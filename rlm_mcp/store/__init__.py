@@ -2,8 +2,8 @@
 
 A typed facade over `diskcache.Cache` (not a subclass, so its whole API does not leak). Keys:
 
-- ``text:<handle>``  the whole UTF-8 text, always a file-backed value (``disk_min_file_size=0``)
-  so `text_path` can hand a real file to the sandbox worker;
+- ``text:<handle>``  the whole UTF-8 text, always a file (renamed in by `MoveIn`, whatever its
+  size) so `text_path` can hand a real file to the sandbox worker;
 - ``index:<handle>`` sparse char->byte and line->byte checkpoints (compact arrays, kept apart so
   `info` and `list` never load them; cached per process since a handle's text never changes);
 - ``meta:<handle>``  a dict: sizes, documents, source, times;
@@ -108,11 +108,11 @@ class ContextStore:
         self.max_context_bytes = max_context_bytes
         self._clock = clock  # created/last-used times and eviction age (tests pass a fake clock)
         self._indexes: dict[str, Index] = {}
-        # every value a file; no diskcache-side eviction (we evict by our own policy)
+        # no diskcache-side eviction (we evict by our own policy)
         self._cache = diskcache.Cache(
             str(self.directory),
             disk=disk_class(),
-            disk_min_file_size=0,
+            disk_min_file_size=32 * 1024,  # small values (metadata, names) stay in SQLite
             eviction_policy="none",
             size_limit=2**62,
             timeout=60,
