@@ -32,7 +32,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import anyio
-import anyio.abc
 import anyio.streams.buffered
 
 from rlm_mcp.bench._table import BenchRow, format_table
@@ -78,70 +77,93 @@ def _provider_process(latency: float) -> Iterator[str]:
             proc.stdout.close()
 
 
-async def _run(base_url: str, n: int, limit: int, repeats: int) -> tuple[float, float, float]:
-    """Sequential wall time, median batched wall time, median client CPU per batch."""
+async def _run(base_url: str, n: int, limit: int, repeats: int) -> tuple[float, ...]:
+    """Sequential wall time, then medians of: batched wall, client CPU per batch, floor wall.
+
+    Each repeat times the SDK batch and then the raw-socket floor, so both see the same load.
+    """
     lm = resolve_lm("openai", model_name="fake-sub", api_key="k", base_url=base_url, max_retries=0)
     requests = [[Message("user", f"sub-call {i}")] for i in range(n)]
     walls: list[float] = []
     cpus: list[float] = []
+    floors: list[float] = []
     try:
-        # Warm the connection pool as a long-running server's would be; not timed.
-        await complete_many(lm, requests[:limit])
-        start = time.perf_counter()
-        for req in requests:
-            await lm.complete(req, temperature=0)
-        sequential = time.perf_counter() - start
-        for _ in range(repeats):
-            start, cpu = time.perf_counter(), time.process_time()
-            results = await complete_many(lm, requests, temperature=0)
-            walls.append(time.perf_counter() - start)
-            cpus.append(time.process_time() - cpu)
-            assert len(results) == n
+        async with _RawClient(base_url.removesuffix("/v1"), limit) as raw:
+            # Warm both connection pools as a long-running server's would be; not timed.
+            await complete_many(lm, requests[:limit])
+            await raw.batch(limit)
+            start = time.perf_counter()
+            for req in requests:
+                await lm.complete(req, temperature=0)
+            sequential = time.perf_counter() - start
+            for _ in range(repeats):
+                start, cpu = time.perf_counter(), time.process_time()
+                results = await complete_many(lm, requests, temperature=0)
+                walls.append(time.perf_counter() - start)
+                cpus.append(time.process_time() - cpu)
+                assert len(results) == n
+                floors.append(await raw.batch(n))
     finally:
         await lm.aclose()  # type: ignore[attr-defined]
-    return sequential, statistics.median(walls), statistics.median(cpus)
+    return (
+        sequential,
+        statistics.median(walls),
+        statistics.median(cpus),
+        statistics.median(floors),
+    )
 
 
-async def _raw_http_floor(base_url: str, n: int, limit: int, repeats: int) -> float:
-    """The same batch over `limit` raw keep-alive sockets: one write per request, no library."""
-    host, _, port = base_url.removeprefix("http://").partition(":")
-    body = json.dumps({"model": "fake-sub", "messages": [{"role": "user", "content": "x"}]})
-    request = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n{body}"
-    ).encode()
-    send, receive = anyio.create_memory_object_stream[anyio.abc.SocketStream](limit)
-    streams = [await anyio.connect_tcp(host, int(port)) for _ in range(limit)]
-    for stream in streams:
-        send.send_nowait(stream)
+class _RawClient:
+    """`limit` raw keep-alive sockets to the fake provider: one write per request, no library."""
 
-    async def one() -> None:
-        stream = await receive.receive()
-        await stream.send(request)
-        buffered = anyio.streams.buffered.BufferedByteReceiveStream(stream)
-        head = await buffered.receive_until(b"\r\n\r\n", 65536)
+    def __init__(self, url: str, limit: int) -> None:
+        self.host, _, port = url.removeprefix("http://").partition(":")
+        self.port = int(port)
+        self.limit = limit
+        body = json.dumps({"model": "fake-sub", "messages": [{"role": "user", "content": "x"}]})
+        self.request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+        self.send, self.receive = anyio.create_memory_object_stream[
+            anyio.streams.buffered.BufferedByteStream
+        ](limit)
+        self.streams: list[anyio.streams.buffered.BufferedByteStream] = []
+
+    async def __aenter__(self) -> _RawClient:
+        for _ in range(self.limit):
+            stream = anyio.streams.buffered.BufferedByteStream(
+                await anyio.connect_tcp(self.host, self.port)
+            )
+            self.streams.append(stream)
+            self.send.send_nowait(stream)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for stream in self.streams:
+            await stream.aclose()
+        self.send.close()
+        self.receive.close()
+
+    async def _one(self) -> None:
+        stream = await self.receive.receive()
+        await stream.send(self.request)
+        head = await stream.receive_until(b"\r\n\r\n", 65536)
         length = next(
             int(line.split(b":", 1)[1])
             for line in head.split(b"\r\n")
             if line.lower().startswith(b"content-length:")
         )
-        json.loads(await buffered.receive_exactly(length))
-        send.send_nowait(stream)
+        json.loads(await stream.receive_exactly(length))
+        self.send.send_nowait(stream)
 
-    walls: list[float] = []
-    try:
-        for _ in range(repeats + 1):  # the first round is a warm-up
-            start = time.perf_counter()
-            async with anyio.create_task_group() as tg:
-                for _ in range(n):
-                    tg.start_soon(one)
-            walls.append(time.perf_counter() - start)
-    finally:
-        for stream in streams:
-            await stream.aclose()
-        send.close()
-        receive.close()
-    return statistics.median(walls[1:])
+    async def batch(self, n: int) -> float:
+        """Wall time of `n` requests, at most `limit` in flight."""
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(self._one)
+        return time.perf_counter() - start
 
 
 class _SleepingLM:
@@ -176,8 +198,7 @@ def measure(
     set_max_concurrency(limit)
     try:
         with _provider_process(latency) as url:
-            sequential, batched, cpu = anyio.run(_run, url + "/v1", n, limit, repeats)
-            floor = anyio.run(_raw_http_floor, url, n, limit, repeats)
+            sequential, batched, cpu, floor = anyio.run(_run, url + "/v1", n, limit, repeats)
         in_process = anyio.run(_run_in_process, n, latency)
     finally:
         set_max_concurrency(before)
