@@ -52,7 +52,9 @@ class FakeProvider:
         *,
         latency: float = 0.0,
         usage: Mapping[str, int] | None = None,
+        port: int = 0,
     ) -> None:
+        self._port = port
         self._fn = replies if callable(replies) else None
         self._replies = deque([] if replies is None or callable(replies) else list(replies))
         self.default_reply = "ok" if replies is None else None
@@ -118,7 +120,7 @@ class FakeProvider:
 
     def start(self) -> FakeProvider:
         handler = _make_handler(self)
-        server = _Server(("127.0.0.1", 0), handler)
+        server = _Server(("127.0.0.1", self._port), handler)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name="fake-provider", daemon=True
@@ -247,24 +249,43 @@ def _make_handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m rlm_mcp.testing.fake_provider [--latency S]`: serve until killed.
+    """`python -m rlm_mcp.testing.fake_provider [--latency S] [--port N] [--forever]`.
 
-    Prints the base URL on the first stdout line. Benchmarks run it in a separate process so the
-    fake server's threads do not share a GIL with the client being measured.
+    Prints the base URL on the first stdout line. By default it serves until stdin closes, so a
+    parent that dies takes it along; `--forever` serves until Ctrl-C or SIGTERM instead, for a
+    terminal where it runs in the background (`&`, nohup), whose stdin is already closed.
+    Benchmarks run it in a separate process so the fake server's threads do not share a GIL with
+    the client being measured.
     """
     import argparse
+    import signal
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m rlm_mcp.testing.fake_provider")
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--reply", default="ok")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--reply", default="ok", help="the text of every answer")
+    parser.add_argument("--port", type=int, default=0, help="127.0.0.1 port (default: a free one)")
+    parser.add_argument(
+        "--forever", action="store_true", help="serve until Ctrl-C/SIGTERM, not until stdin closes"
+    )
     args = parser.parse_args(argv)
-    fake = FakeProvider([], latency=args.latency)
+    fake = FakeProvider([], latency=args.latency, port=args.port)
     fake.default_reply = args.reply
-    fake.start()
-    print(fake.url, flush=True)
     try:
-        sys.stdin.read()  # serve until stdin closes (the parent exits or closes the pipe)
+        fake.start()
+    except OSError as exc:
+        msg = f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}; pick another --port"
+        print(msg, file=sys.stderr)
+        return 2
+    print(fake.url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if args.forever:
+            while not stop.wait(3600):
+                pass
+        else:
+            sys.stdin.read()  # serve until stdin closes (the parent exits or closes the pipe)
     except KeyboardInterrupt:
         pass
     finally:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from typing import Any
 
 import anyio
@@ -50,3 +57,50 @@ async def test_a_scripted_list_that_runs_out_answers_500_and_becomes_a_provider_
             await lm.aclose()  # type: ignore[attr-defined]
         assert fake.url.startswith("http://127.0.0.1:")
     assert [r.json["messages"][0]["content"] for r in fake.requests] == ["a", "b"]
+
+
+def _spawn(*args: str, stdin: int | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rlm_mcp.testing.fake_provider", *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_forever_keeps_serving_with_stdin_closed_and_stops_on_sigterm() -> None:
+    # In a terminal `... fake_provider &` has its stdin closed; without --forever it would exit.
+    proc = _spawn("--forever", "--reply", "still here", stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        time.sleep(0.3)  # long enough for a reader of a closed stdin to have exited
+        assert proc.poll() is None
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        req = urllib.request.Request(
+            url + "/v1/chat/completions",
+            data=body.encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer = json.loads(resp.read())
+        assert answer["choices"][0]["message"]["content"] == "still here"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _spawn("--port", str(port), stdin=subprocess.DEVNULL)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
