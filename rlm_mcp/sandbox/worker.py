@@ -42,11 +42,22 @@ _INTERNAL = frozenset(
 
 
 def _summary(value: Any) -> tuple[str, str]:
+    """(type name, one-line summary); never raises: it runs outside the user code's try."""
     kind = type(value).__name__
+    try:
+        return _describe_value(value, kind)
+    except Exception:
+        return kind, kind
+
+
+def _describe_value(value: Any, kind: str) -> tuple[str, str]:
     if isinstance(value, str):
         return kind, f"str, {len(value):,} chars"
     if isinstance(value, (list, tuple, dict, set, frozenset)):
         return kind, f"{kind}, {len(value):,} items"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        # repr of a huge int is slow, and over 4,300 digits it raises ValueError
+        return kind, f"int, about {int(value.bit_length() * 0.30103) + 1:,} digits"
     if isinstance(value, (int, float, bool)) or value is None:
         text = repr(value)
         return kind, f"{kind} = {text[:40]}"

@@ -86,6 +86,31 @@ def test_variables_summary_lists_created_and_changed_names() -> None:
     assert [v["name"] for v in r["variables"]] == ["k"]
 
 
+def test_a_huge_int_variable_is_summarised_without_breaking_the_next_call() -> None:
+    # repr() of an int over 4,300 digits raises ValueError; the summary of every variable is
+    # taken before each call, outside the user code's try, so it once killed the worker.
+    ex = Executor(max_output_chars=100)
+    r = run("x = 10 ** 5000", ex)
+    assert r["status"] == "ok"
+    assert r["variables"] == [{"name": "x", "type": "int", "summary": "int, about 5,001 digits"}]
+    r = run("y = x % 7\nprint(y)", ex)
+    assert r["status"] == "ok" and r["output"].strip() == str(10**5000 % 7)
+
+
+def test_compiled_code_is_reused_but_each_run_is_fresh() -> None:
+    policy._compile_cached.cache_clear()
+    ex = Executor(max_output_chars=100)
+    run("n = 0", ex)
+    assert run("n += 1\nprint(n)", ex)["output"] == "1\n"
+    assert run("n += 1\nprint(n)", ex)["output"] == "2\n"
+    assert policy._compile_cached.cache_info().hits == 1
+    first = policy.compile_user_code("import os")[1]
+    first.append("mutated by a caller")
+    assert policy.compile_user_code("import os")[1] == first[:-1]  # the cached errors are intact
+    big = "x = 1\n" * 5_000  # over the size kept: compiled every time, still correct
+    assert policy.compile_user_code(big)[0] is not policy.compile_user_code(big)[0]
+
+
 def test_state_persists_between_calls() -> None:
     ex = Executor(max_output_chars=100)
     run("total = 40", ex)
