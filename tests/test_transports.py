@@ -51,12 +51,16 @@ def test_server_benchmark_smoke_run_reports_every_row() -> None:
     from rlm_mcp.bench.server import measure
 
     rows = measure(quick=True)
-    assert [r.case for r in rows][:3] == [
+    assert [r.case for r in rows] == [
         "spawn to initialize (stdio, median)",
         "warm run_repl round trip",
+        "warm run_repl, new code each call",
+        "warm run_repl vs a no-op with its result type",
         "tools/list size",
+        "tools/list est. tokens (chars/4)",
     ]
     assert all(r.measured > 0 for r in rows)
+    assert all(r.baseline for r in rows[:5])  # every ratio has its same-run baseline
 
 
 def _free_port() -> int:

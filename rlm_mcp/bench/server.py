@@ -11,11 +11,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from rlm_mcp.bench._table import BenchRow, format_table
+from rlm_mcp.server.models import ReplResult  # module level: the tool's annotation is evaluated
 
 _MINIMAL = """
 from mcp.server import MCPServer
@@ -73,30 +76,57 @@ async def _measure(quick: bool) -> list[BenchRow]:
         async def noop() -> str:
             return "ok"
 
+        @server.tool()
+        async def noop_same_type() -> ReplResult:
+            # run_repl's result type: the client validates the same output schema
+            return ReplResult(status="ok", output="", session="default", variables=[], usage=None)
+
         calls = 10 if quick else 50
+
+        async def per_call_ms(
+            client: Client, name: str, args: Callable[[int], dict[str, Any]]
+        ) -> float:
+            t0 = time.perf_counter()
+            for i in range(calls):
+                await client.call_tool(name, args(i))
+            return (time.perf_counter() - t0) / calls * 1000
+
         async with Client(server) as client:
             await client.call_tool("run_repl", {"code": "x = 1"})
             await client.call_tool("noop", {})
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                await client.call_tool("run_repl", {"code": "x += 1"})
-            repl = (time.perf_counter() - t0) / calls * 1000
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                await client.call_tool("noop", {})
-            nop = (time.perf_counter() - t0) / calls * 1000
-            rows.append(
-                BenchRow(
-                    "server",
-                    "warm run_repl round trip",
-                    repl,
-                    "ms",
-                    nop,
-                    "no-op tool",
-                    "ratio <= 2",
-                    repl <= 2 * nop,
-                )
-            )
+            await client.call_tool("noop_same_type", {})
+            repl = await per_call_ms(client, "run_repl", lambda i: {"code": "x += 1"})
+            fresh = await per_call_ms(client, "run_repl", lambda i: {"code": f"x += {i + 2}"})
+            nop = await per_call_ms(client, "noop", lambda i: {})
+            same = await per_call_ms(client, "noop_same_type", lambda i: {})
+        rows += [
+            BenchRow(
+                "server",
+                "warm run_repl round trip",
+                repl,
+                "ms",
+                nop,
+                "no-op tool",
+                "ratio <= 2",
+                repl <= 2 * nop,
+            ),
+            BenchRow(
+                "server",
+                "warm run_repl, new code each call",
+                fresh,
+                "ms",
+                nop,
+                "no-op tool",
+            ),
+            BenchRow(
+                "server",
+                "warm run_repl vs a no-op with its result type",
+                repl,
+                "ms",
+                same,
+                "no-op returning ReplResult",
+            ),
+        ]
         async with Client(build_server(Settings(home=Path(home)))) as client:
             size = len((await client.list_tools()).model_dump_json(exclude_none=True))
         rows.append(
