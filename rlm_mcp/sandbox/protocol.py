@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any, BinaryIO
 
@@ -17,8 +18,20 @@ class FrameTooLargeError(Exception):
     """A frame announced more bytes than the budget allows."""
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, ensure_ascii=False).encode("utf-8")
+    """One frame. Lone surrogates (`'\\ud800'` is a valid str but not UTF-8) become U+FFFD.
+
+    User code can print them and a JSON client can send them; either way they must not kill
+    the worker or the parent, only be replaced, as the store replaces undecodable bytes.
+    """
+    text = json.dumps(message, ensure_ascii=False)
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:
+        body = _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
     if len(body) > MAX_FRAME_BYTES:
         raise FrameTooLargeError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
     return _HEADER.pack(len(body)) + body

@@ -24,3 +24,12 @@ def test_a_header_over_the_budget_is_refused() -> None:
 def test_a_frame_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(ValueError, match="not a JSON object"):
         protocol.decode(b"[1, 2]")
+
+
+def test_lone_surrogates_become_replacement_characters_not_an_error() -> None:
+    frame = protocol.encode({"output": "a\ud800b", "code": "x = '\udcff'", "ok": "é"})
+    assert protocol.read_frame_sync(io.BytesIO(frame)) == {
+        "output": "a\ufffdb",
+        "code": "x = '\ufffd'",
+        "ok": "é",
+    }

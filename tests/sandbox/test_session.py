@@ -320,3 +320,16 @@ async def test_reset_after_a_cancellation_drops_the_stale_note() -> None:
             r = await s.execute("print('fresh')")
     assert s.last_cancellation == "interrupted"
     assert (r.output, r.notes, r.reset) == ("fresh\n", (), False)
+
+
+async def test_printing_a_lone_surrogate_keeps_the_worker_and_its_variables() -> None:
+    # '\ud800' is a valid str but not UTF-8: it once killed the worker when its reply was framed
+    async with SandboxSession(limits=LIMITS) as s:
+        with anyio.fail_after(30):
+            await s.execute("kept = 7")
+            r = await s.execute("print('a\\ud800b')\nFINAL('\\udcff')")
+            after = await s.execute("print(kept)")
+    assert r.status == "ok" and not r.reset
+    assert r.output == "a\ufffdb\n"
+    assert r.final is not None and r.final.value == "\ufffd"
+    assert after.output == "7\n"
