@@ -139,6 +139,41 @@ def test_missing_path_raises_helpful_error(store: ContextStore, tmp_path: Path) 
         store.info("ctx_000000000000")
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_system_paths_are_refused_even_through_symlinks_globs_and_directories(
+    store: ContextStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A document can tell an agent to load /proc/self/environ: the server's own environment,
+    # which holds the API keys its client config gave it.
+    canary = "canary-4d1f-environ"
+    monkeypatch.setenv("RLM_TEST_CANARY", canary)
+    for target in ("/proc/self/environ", "/proc/self/status", "/dev/zero", "/dev/null"):
+        with pytest.raises(UnreadablePathError, match="under /proc, /sys or /dev"):
+            store.load_path(target)
+    (tmp_path / "innocent.txt").symlink_to("/proc/self/environ")
+    with pytest.raises(UnreadablePathError, match=r"links to\) /proc/"):
+        store.load_path(tmp_path / "innocent.txt")
+    with pytest.raises(UnreadablePathError, match="under /proc"):
+        store.load_path("/proc/self/env*")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("fine\n")
+    (docs / "b.txt").symlink_to("/proc/self/environ")
+    info = store.load_path(docs)
+    assert [d.path for d in info.documents] == ["a.txt"]
+    (tmp_path / "ok.txt").write_text("also fine\n")
+    globbed = store.load_path(str(tmp_path / "*.txt"))  # innocent.txt matches and is skipped
+    assert [d.path for d in globbed.documents] == [str(tmp_path / "ok.txt")]
+    assert canary not in store.read(globbed.handle) + store.read(info.handle)
+
+
+def test_devices_pipes_and_sockets_are_refused_clearly(store: ContextStore, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(UnreadablePathError, match="device, pipe or socket"):
+        store.load_path(fifo)  # would block forever in open() if it were read
+
+
 def test_delete_removes_context_and_aliases(store: ContextStore) -> None:
     info = store.load_text("bye", name="n")
     assert store.delete("n") is True

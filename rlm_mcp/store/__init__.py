@@ -79,6 +79,25 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+#: Pseudo-filesystems that hold the server's own state, never a user's document: the server's
+#: environment, with its API keys, is /proc/self/environ; devices can stream forever.
+_SYSTEM_ROOTS = ("/proc", "/sys", "/dev")
+
+
+def _refusal(path: Path) -> str | None:
+    """Why `path` must not be loaded, or None: it, or where its symlinks lead, is a system path."""
+    for real in (os.path.abspath(path), os.path.realpath(path)):
+        if any(real == r or real.startswith(r + "/") for r in _SYSTEM_ROOTS):
+            break
+    else:
+        return None
+    return (
+        f"it is (or links to) {real}, under /proc, /sys or /dev, which hold the server's "
+        "own process state and devices (its environment holds your API keys); rlm-mcp loads "
+        "regular files and directories only."
+    )
+
+
 class ContextStore:
     """Content-addressed, disk-backed store of big texts; safe across processes (SQLite locks).
 
@@ -209,6 +228,8 @@ class ContextStore:
         """Load a file, a directory (recursively) or a glob pattern, streaming."""
         p = Path(path).expanduser()
         is_glob = any(c in str(path) for c in "*?[")
+        if p.exists() and (why := _refusal(p)):
+            raise UnreadablePathError(f"Cannot load {str(path)!r}: {why}")
         if p.is_file():
             files, single = [(p, p.name)], True
         elif p.is_dir():
@@ -220,13 +241,20 @@ class ContextStore:
                 )
         elif is_glob:
             matches = sorted(Path(m) for m in globmod.glob(str(p), recursive=True))
-            files = [(m, str(m)) for m in matches if m.is_file()]
+            files = [(m, str(m)) for m in matches if m.is_file() and not _refusal(m)]
             single = False
+            if not files and matches and (why := _refusal(matches[0])):
+                raise UnreadablePathError(f"Cannot load {str(path)!r}: {why}")
             if not files:
                 raise UnreadablePathError(
                     f"Glob {str(path)!r} matched no files; check the pattern (use ** for "
                     "recursion) and the current directory."
                 )
+        elif p.exists():
+            raise UnreadablePathError(
+                f"Cannot load {str(path)!r}: it is a device, pipe or socket, not a regular file "
+                "or directory; save its output to a file and load that."
+            )
         else:
             raise UnreadablePathError(
                 f"Path {str(path)!r} does not exist; check the spelling, or pass a directory or a "
@@ -294,6 +322,9 @@ class ContextStore:
                 f = d / fn
                 rel = f.relative_to(root).as_posix()
                 if ignored(rel, fn, False, patterns) or not f.is_file():
+                    continue
+                if why := _refusal(f):
+                    logger.info("skipping %s: %s", f, why)
                     continue
                 if is_binary(f):
                     logger.info("skipping binary file %s", f)
