@@ -79,7 +79,15 @@ async def _measure(quick: bool) -> list[BenchRow]:
         @server.tool()
         async def noop_same_type() -> ReplResult:
             # run_repl's result type: the client validates the same output schema
-            return ReplResult(status="ok", output="", session="default", variables=[], usage=None)
+            return ReplResult(
+                status="ok",
+                output="",
+                session="default",
+                variables=[],
+                truncated=False,
+                reset=False,
+                usage=None,
+            )
 
         calls = 10 if quick else 50
 
