@@ -370,6 +370,8 @@ def _cmd_complete(args: argparse.Namespace, settings: Settings) -> int:
     print(result.response)
     u = result.usage
     cost = "unknown" if u.total_cost is None else f"${u.total_cost:.4f}"
+    if u.total_cost is not None and u.unknown_cost_models:
+        cost += f" + unpriced {', '.join(u.unknown_cost_models)}"
     print(
         f"[{result.stop_reason}] {result.iterations} iterations, {u.total_calls} calls, "
         f"{u.total_input_tokens:,} in / {u.total_output_tokens:,} out tokens, cost {cost}, "

@@ -210,7 +210,8 @@ async def _rlm(task: Task, root: LM, sub: LM, cfg: MethodConfig, m: _Meter) -> t
     m.sub_calls += max(0, int(usage.total_calls) - root_calls)
     m.input_tokens += int(usage.total_input_tokens)
     m.output_tokens += int(usage.total_output_tokens)
-    cost = usage.total_cost
+    # a model without a price makes the cell's cost unknown, as in every other method's meter
+    cost = None if usage.unknown_cost_models else usage.total_cost
     m.cost = None if m.cost is None or cost is None else m.cost + cost
     return str(result.response), root_calls
 

@@ -147,3 +147,25 @@ async def test_rlm_method_gives_the_repl_its_configured_exec_timeout(monkeypatch
             "rlm", make_sniah(2_000, seed=0), root_lm=lm, config=MethodConfig(exec_timeout=321.0)
         )
     assert r.error is None and seen == {"timeout": 321.0}
+
+
+@pytest.mark.anyio
+async def test_rlm_cell_cost_is_unknown_when_a_sub_model_has_no_price() -> None:
+    # A local model has no price: the cell must say "unknown", not $0 from the priced root alone.
+    from dataclasses import replace
+
+    from rlm_mcp.bench.localmodel import scripted_root
+
+    class Unpriced(ScriptedLM):
+        async def complete(self, messages, **kwargs):  # type: ignore[no-untyped-def]
+            comp = await super().complete(messages, **kwargs)
+            return replace(comp, usage=replace(comp.usage, cost=None))
+
+    task = make_sniah(8_000, seed=1)
+    with anyio.fail_after(60):
+        priced = await run_method("rlm", task, root_lm=scripted_root(), sub_lm=ScriptedLM(reader))
+        unpriced = await run_method(
+            "rlm", task, root_lm=scripted_root(), sub_lm=Unpriced(reader, model="qwen-local")
+        )
+    assert priced.cost == 0.0
+    assert unpriced.cost is None and unpriced.sub_calls == priced.sub_calls > 0
