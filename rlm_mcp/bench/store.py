@@ -2,7 +2,7 @@
 
 For each size a text file is generated, copied with `shutil.copyfile` (the baseline, same run,
 same file), then ingested by `ContextStore.load_path` in a fresh subprocess that reports its
-peak RSS growth (`ru_maxrss` after minus RSS before), so earlier runs cannot hide the cost.
+peak RSS growth (`VmHWM` after minus RSS before), so earlier runs cannot hide the cost.
 Copy and ingest alternate `--repeat` times (default 3) and the best time of each counts, so a
 burst of load from other processes on a shared machine does not decide the ratio.
 Targets: ingest within 2x of the copy, peak memory growth under 100 MB at 1 GB.
@@ -28,18 +28,20 @@ _UNITS = {"KB": 1000, "MB": 1000**2, "GB": 1000**3}
 _CHILD = r"""
 import json, resource, sys, time
 from rlm_mcp.store import ContextStore
-def rss_kb():
+def status_kb(field):
+    # VmHWM, not ru_maxrss: after fork+exec ru_maxrss starts at the *parent's* peak, so a
+    # parent that generated big files made every size look ~50 MB hungrier
     with open('/proc/self/status') as f:
         for line in f:
-            if line.startswith('VmRSS:'):
+            if line.startswith(field + ':'):
                 return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 store = ContextStore(sys.argv[1])
-before = rss_kb()
+before = status_kb('VmRSS')
 t = time.perf_counter()
 info = store.load_path(sys.argv[2])
 elapsed = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = status_kb('VmHWM')
 store.close()
 print(json.dumps({"seconds": elapsed, "growth_kb": peak - before, "chars": info.chars}))
 """
