@@ -305,6 +305,10 @@ class SandboxSession:
                 )
             )
 
+    def carry_note(self, note: str, *, reset: bool = False) -> None:
+        """Tell the next `execute` result something its caller could not be told yet."""
+        self._carry = (note, reset)
+
     def _with_carry(self, result: ExecResult) -> ExecResult:
         """Prefix what the caller could not be told (a cancelled previous call) to `result`."""
         if self._carry is None:

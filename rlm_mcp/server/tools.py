@@ -16,6 +16,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
+from rlm_mcp.errors import ConfigError, RLMError
 from rlm_mcp.server.models import (
     CompleteResult,
     ContextList,
@@ -25,7 +26,7 @@ from rlm_mcp.server.models import (
     ReplResult,
     ReplVariable,
 )
-from rlm_mcp.server.state import AppState, session_key, tool_errors
+from rlm_mcp.server.state import AppState, explain, session_key, tool_errors
 
 PREVIEW_CHARS = 300
 MAX_RANGE_CHARS = 100_000
@@ -71,7 +72,10 @@ class ReplSubCalls:
         if self._router is None:
             from rlm_mcp.subcalls import SubCallRouter
 
-            _, sub = self.state.lms(ctx=self.ctx)
+            try:
+                _, sub = self.state.lms(ctx=self.ctx)
+            except RLMError as exc:  # the code sees the same advice as a tool error would give
+                raise ConfigError(explain(exc)) from exc
             self._router = SubCallRouter(
                 sub,
                 self.tracker,
@@ -184,8 +188,10 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
         lock = repl_locks.setdefault(key, anyio.Lock())
         with tool_errors("run_repl"):
             # one call at a time per session, so each call's llm_query usage is its own
-            async with lock:
-                sess = await state.get_pool().get(key, context=spec, sub_calls=sub_calls)
+            async with (
+                lock,
+                state.get_pool().lease(key, context=spec, sub_calls=sub_calls) as sess,
+            ):
                 res = await sess.execute(code)
         usage = sub_calls.tracker.summary()
         return ReplResult(

@@ -177,6 +177,66 @@ async def test_pool_reuses_isolates_caps_and_reaps() -> None:
         await pool.aclose()
 
 
+async def test_pool_never_closes_a_busy_session_and_a_new_caller_waits_for_room() -> None:
+    # Six callers at once on a pool of three once closed running sessions under their code
+    # ("this sandbox session is closed"); now the extra callers wait and every call succeeds.
+    pool = SessionPool(limits=LIMITS, max_sessions=3, idle_seconds=3600)
+    results: dict[str, str] = {}
+    live: list[int] = []
+
+    async def one(key: str) -> None:
+        async with pool.lease(key) as sess:
+            live.append(len(pool))
+            r = await sess.execute("x = sum(range(300_000))\nprint(x % 7)")
+            results[key] = r.output if r.status == "ok" else f"{r.status}: {r.error}"
+
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for i in range(6):
+                    tg.start_soon(one, f"p{i}")
+    finally:
+        await pool.aclose()
+    assert results == {f"p{i}": f"{sum(range(300_000)) % 7}\n" for i in range(6)}
+    assert max(live) <= 3
+
+
+async def test_a_session_closed_for_room_or_idleness_says_so_on_its_next_call() -> None:
+    pool = SessionPool(limits=LIMITS, max_sessions=1, idle_seconds=3600)
+    try:
+        with anyio.fail_after(60):
+            async with pool.lease("a") as a:
+                await a.execute("v = 1")
+            async with pool.lease("b") as b:  # closes a: the only slot
+                await b.execute("w = 2")
+            async with pool.lease("a") as a2:
+                r = await a2.execute("pass")
+            assert r.reset and "RLM_MCP_MAX_SESSIONS" in r.notes[0]
+            assert "variables are gone" in r.notes[0]
+            async with pool.lease("a") as a3:
+                assert not (await a3.execute("pass")).notes  # told once
+            pool.idle_seconds = 0
+            await pool.reap_idle()
+            async with pool.lease("a") as a4:
+                r = await a4.execute("pass")
+            assert r.reset and "idle" in r.notes[0] and "RLM_MCP_SESSION_IDLE_SECONDS" in r.notes[0]
+    finally:
+        await pool.aclose()
+
+
+async def test_a_call_without_a_context_keeps_the_one_the_session_has() -> None:
+    pool = SessionPool(limits=LIMITS, max_sessions=2, idle_seconds=3600)
+    try:
+        with anyio.fail_after(60):
+            async with pool.lease("a", context=ContextSpec(text="loaded")) as sess:
+                await sess.execute("pass")
+            async with pool.lease("a") as sess:
+                r = await sess.execute("print(context)")
+    finally:
+        await pool.aclose()
+    assert r.output == "loaded\n"
+
+
 async def test_worker_environment_holds_no_parent_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     from rlm_mcp.sandbox.session import _worker_env
 
