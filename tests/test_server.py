@@ -67,7 +67,7 @@ async def test_run_repl_unknown_handle_tells_what_to_do(tmp_path: Path) -> None:
         async with Client(_server(tmp_path)) as client:
             res = await client.call_tool("run_repl", {"code": "print(1)", "handle": "ctx_nope"})
             assert res.is_error
-            assert "list_contexts" in res.content[0].text
+            assert res.content[0].text.count("list_contexts") == 1  # the advice, once
 
 
 @pytest.mark.anyio

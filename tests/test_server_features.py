@@ -56,6 +56,8 @@ async def test_llm_query_inside_run_repl_without_a_key_says_where_to_put_it(
             out = res.structured_content
             assert out["status"] == "error"
             assert "OPENAI_API_KEY" in out["error"]
+            # the MCP advice (the client config's "env" block), not the CLI's --backend flag
+            assert '"env" block' in out["error"] and "--backend" not in out["error"]
             ok = await client.call_tool("run_repl", {"code": "print(x + 1)"})
             assert ok.structured_content["output"].strip() == "2"
 

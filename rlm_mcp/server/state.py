@@ -157,7 +157,7 @@ def explain(exc: RLMError) -> str:
     """A domain error as text that tells the model (or its user) what to do next."""
     text = str(exc.args[0]) if exc.args else str(exc)
     if isinstance(exc, ContextNotFoundError):
-        return f"{text}; call list_contexts to see the stored handles"
+        return text if "list_contexts" in text else f"{text}; call list_contexts to see handles"
     if isinstance(exc, MissingAPIKeyError) and exc.provider == "any provider":
         return (
             "No model is configured and this client cannot sample (it needs the 2025-11-25 "
