@@ -278,7 +278,13 @@ class Executor:
         try:
             compiled, errors = policy.compile_user_code(code)
         except BaseException as exc:  # huge expressions raise RecursionError/MemoryError
-            compiled, errors = None, [f"{type(exc).__name__}: {exc}"]
+            compiled, errors = (
+                None,
+                [
+                    f"SyntaxError: the code is too big or too deeply nested to compile "
+                    f"({type(exc).__name__}); send it in smaller run_repl calls"
+                ],
+            )
         if compiled is None:
             result["status"] = "violation" if not errors[0].startswith("SyntaxError") else "error"
             result["error"] = {

@@ -365,3 +365,13 @@ def test_attribute_fast_path_allows_only_what_the_checks_allow() -> None:
         run("print(str.upper('x'), 'a-b'.split('-'), {1: 2}.get(1))")["output"]
         == "X ['a', 'b'] 2\n"
     )
+
+
+def test_code_too_deeply_nested_to_compile_is_an_error_that_says_what_to_do() -> None:
+    ex = Executor(max_output_chars=100)
+    run("kept = 1", ex)
+    r = run("print(" + "+".join(["1"] * 300_000) + ")", ex)  # RecursionError in the compiler
+    assert r["status"] == "error" and r["error"]["type"] == "SyntaxError"
+    assert "too big or too deeply nested" in r["error"]["message"]
+    assert "smaller run_repl calls" in r["error"]["message"]
+    assert run("print(kept)", ex)["output"] == "1\n"
