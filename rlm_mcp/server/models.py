@@ -4,6 +4,12 @@ Clients validate every structured result against that schema (the Python SDK wit
 `jsonschema`), so its shape is a per-call cost: `anyOf [X, null]` and `$ref` made validating a
 `run_repl` result take twice as long as the flat form used here (`"type": [X, "null"]`, nested
 objects inline), which is also shorter in `tools/list`.
+
+Fields still at their default (null, false, 0, empty) are left out of a result (`_quiet`): the
+client's model reads every result as JSON text on every turn, and a `run_repl` result full of
+`"error": null, "reset": false, ...` cost it about 60 tokens to say nothing; it also halves the
+client's validation work. The schema keeps every field, with its default, and requires none of
+them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,17 @@ def _list_of(model: type[BaseModel]) -> WithJsonSchema:
     return WithJsonSchema({"type": "array", "items": model.model_json_schema()})
 
 
+def _is_empty(value: Any) -> bool:
+    return value is None or value is False or value == 0 or value in ("", [], {})
+
+
+def _quiet(default: Any = None, **kwargs: Any) -> Any:
+    """A field with a default that is left out of the result while it holds that default."""
+    if isinstance(default, list):
+        return Field(default_factory=list, exclude_if=_is_empty, **kwargs)
+    return Field(default, exclude_if=_is_empty, **kwargs)
+
+
 OptStr = Annotated[str | None, _nullable("string")]
 OptInt = Annotated[int | None, _nullable("integer")]
 
@@ -34,7 +51,7 @@ class ContextSummary(BaseModel):
     lines: int
     documents: int
     source: str
-    preview: str = ""
+    preview: str = _quiet("")
 
 
 class ContextList(BaseModel):
@@ -55,18 +72,20 @@ class ReplVariable(BaseModel):
 class ReplResult(BaseModel):
     status: str = Field(description="ok, error, timeout, violation or crashed")
     output: str
-    error: OptStr = None
-    variables: Annotated[list[ReplVariable], _list_of(ReplVariable)] = []
-    truncated: bool = Field(False, description="output was cut; print less or slice")
-    reset: bool = Field(False, description="the session was restarted; variables are gone")
-    final: OptStr = None
-    notes: list[str] = Field(
-        default_factory=list, description="what the sandbox did to this call (cut, interrupted)"
+    error: OptStr = _quiet()
+    variables: Annotated[list[ReplVariable], _list_of(ReplVariable)] = _quiet(
+        [], description="variables this call created or changed"
+    )
+    truncated: bool = _quiet(False, description="output was cut; print less or slice")
+    reset: bool = _quiet(False, description="the session was restarted; variables are gone")
+    final: OptStr = _quiet()
+    notes: list[str] = _quiet(
+        [], description="what the sandbox did to this call (cut, interrupted)"
     )
     session: str = Field(description="pass this back as `session` to keep these variables")
-    sub_calls: int = 0
-    usage: Annotated[dict[str, Any] | None, _nullable("object")] = Field(
-        None, description="tokens/cost of llm_query calls"
+    sub_calls: int = _quiet(0)
+    usage: Annotated[dict[str, Any] | None, _nullable("object")] = _quiet(
+        description="tokens/cost of llm_query calls"
     )
 
 
@@ -75,17 +94,17 @@ class CompleteResult(BaseModel):
     iterations: int
     stop_reason: str
     usage: dict[str, Any]
-    trajectory: OptStr = Field(None, description="trajectory JSONL path on the server")
-    trajectory_resource: OptStr = Field(
-        None, description="rlm:// URI of the run's trajectory (append /view for the HTML page)"
+    trajectory: OptStr = _quiet(description="trajectory JSONL path on the server")
+    trajectory_resource: OptStr = _quiet(
+        description="rlm:// URI of the run's trajectory (append /view for the HTML page)"
     )
 
 
 class QueryResult(BaseModel):
     text: str
     model: str
-    input_tokens: OptInt = None
-    output_tokens: OptInt = None
+    input_tokens: OptInt = _quiet()
+    output_tokens: OptInt = _quiet()
 
 
 class TrajectoryInfo(BaseModel):
