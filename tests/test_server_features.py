@@ -45,6 +45,31 @@ async def test_llm_query_inside_run_repl_uses_the_sub_model_and_reports_usage(
             assert "usage" not in again.structured_content  # left out at its default
 
 
+async def test_concurrent_run_repl_calls_on_one_session_each_report_their_own_usage(
+    tmp_path: Path,
+) -> None:
+    # the session runs them one after another; each call's llm_query calls (1, 2, 3 ... of
+    # them) must be counted in that call's result, never in a neighbour's
+    sub = _echo_sub()
+    server = build_server(Settings(home=tmp_path), lm_factory=lambda m, s: (sub, sub))
+    results: dict[int, dict[str, Any]] = {}
+
+    async def call(client: Client, n: int) -> None:
+        code = f"r{n} = llm_query_batched([str(i) for i in range({n})])\nprint(len(r{n}))"
+        res = await client.call_tool("run_repl", {"code": code})
+        assert not res.is_error, res.content
+        results[n] = res.structured_content or {}
+
+    with anyio.fail_after(120):
+        async with Client(server) as client, anyio.create_task_group() as tg:
+            for n in range(1, 6):
+                tg.start_soon(call, client, n)
+    for n, out in results.items():
+        assert out["output"].strip() == str(n)
+        assert (out["sub_calls"], out["usage"]["total_calls"]) == (n, n)
+    assert len(sub.calls) == 15
+
+
 async def test_llm_query_inside_run_repl_without_a_key_says_where_to_put_it(
     tmp_path: Path,
 ) -> None:

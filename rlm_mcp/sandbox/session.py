@@ -93,8 +93,9 @@ class _WorkerDied(Exception):
 class _Exchange:
     """Where one execute's conversation stands, so a cancellation knows what the worker awaits."""
 
-    def __init__(self, sub_call_deadline: float) -> None:
+    def __init__(self, sub_call_deadline: float, handler: SubCallHandler | None) -> None:
         self.sub_call_deadline = sub_call_deadline
+        self.handler = handler  # this execute's llm_query handler (callers may differ per call)
         self.awaiting_reply = False  # the worker is blocked on an llm_reply frame
         self.sub_calls = 0
 
@@ -244,8 +245,18 @@ class SandboxSession:
             with anyio.CancelScope(shield=True):
                 await self._spawn()
 
-    async def execute(self, code: str, *, timeout: float | None = None) -> ExecResult:
+    async def execute(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        sub_calls: SubCallHandler | None = None,
+    ) -> ExecResult:
         """Run `code` in the session; the model's failures come back as data, never raise.
+
+        `sub_calls` answers this execute's llm_query calls (default: the session's handler), so
+        concurrent callers sharing a session each get their own sub-calls and usage without
+        holding a lock of their own around the call.
 
         Cancelling the caller interrupts the code softly (the same path as the soft timeout:
         `finally:` blocks run, variables are kept); only if the worker does not stop within
@@ -261,7 +272,10 @@ class SandboxSession:
             # A sub-call still running at the soft limit is cut off a little after it, once the
             # worker's own timer has fired (it then reports a timeout, keeping its variables),
             # and well before the hard kill.
-            exchange = _Exchange(time.monotonic() + soft + self.limits.hard_timeout_grace / 2)
+            exchange = _Exchange(
+                time.monotonic() + soft + self.limits.hard_timeout_grace / 2,
+                sub_calls if sub_calls is not None else self.sub_calls,
+            )
             self.last_used = time.monotonic()
             reply: dict[str, Any] | None = None
             status, note = "crashed", _RESET_NOTE
@@ -378,7 +392,8 @@ class SandboxSession:
     async def _sub_call(self, msg: dict[str, Any], exchange: _Exchange) -> dict[str, Any]:
         """One llm/llm_batched request: limits checked here too, cut off at the soft deadline."""
         prompts = [str(p) for p in msg.get("prompts", [])]
-        if self.sub_calls is None:
+        handler = exchange.handler
+        if handler is None:
             return {"ok": False, "error": "no sub-model in this session"}
         limits = self.limits
         if exchange.sub_calls + len(prompts) > limits.max_sub_calls:
@@ -398,7 +413,7 @@ class SandboxSession:
         texts: list[str] | None = None
         try:
             with anyio.move_on_after(max(0.0, exchange.sub_call_deadline - time.monotonic())):
-                texts = list(await self.sub_calls(prompts, model=msg.get("model")))
+                texts = list(await handler(prompts, model=msg.get("model")))
         except Exception as exc:
             return {"ok": False, "error": str(exc) or type(exc).__name__}
         if texts is None:

@@ -90,7 +90,6 @@ class ReplSubCalls:
 def register_tools(mcp: MCPServer, state: AppState) -> None:
     """Add load_context, list_contexts, delete_context, run_repl, rlm_complete, llm_query."""
     settings = state.settings
-    repl_locks: dict[str, anyio.Lock] = {}
 
     @mcp.tool(
         description=(
@@ -185,14 +184,10 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
             )
         key, name = session_key(ctx, session)
         sub_calls = ReplSubCalls(state, ctx)
-        lock = repl_locks.setdefault(key, anyio.Lock())
         with tool_errors("run_repl"):
-            # one call at a time per session, so each call's llm_query usage is its own
-            async with (
-                lock,
-                state.get_pool().lease(key, context=spec, sub_calls=sub_calls) as sess,
-            ):
-                res = await sess.execute(code)
+            # the session runs one call at a time; each call's llm_query usage is its own
+            async with state.get_pool().lease(key, context=spec, sub_calls=sub_calls) as sess:
+                res = await sess.execute(code, sub_calls=sub_calls)
         usage = sub_calls.tracker.summary()
         return ReplResult(
             status=res.status,
