@@ -368,6 +368,8 @@ class _Policy(RestrictingNodeTransformer):
       then `v`, then the write guard; the same order Python uses.
     - `printed` is an ordinary variable name, not RestrictedPython's print collector.
     - bare `except:` becomes `except Exception:` so the sandbox's interrupt cannot be swallowed.
+    - `class` is refused at compile time with what to use instead (no `__build_class__` is
+      handed out, so it used to fail at run time as "__build_class__ not found").
     """
 
     def check_name(self, node: Any, name: str | None, allow_magic_methods: bool = False) -> None:
@@ -409,6 +411,14 @@ class _Policy(RestrictingNodeTransformer):
             new = ast.Expr(value=call)
             return ast.fix_missing_locations(ast.copy_location(new, node))
         return super().visit_AugAssign(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> Any:
+        self.error(
+            node,
+            f"class {node.name}: class definitions are not available in the sandbox; use "
+            "functions with dicts, tuples or collections.namedtuple",
+        )
+        return node
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> Any:
         if node.type is None:

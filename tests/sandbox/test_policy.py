@@ -375,3 +375,13 @@ def test_code_too_deeply_nested_to_compile_is_an_error_that_says_what_to_do() ->
     assert "too big or too deeply nested" in r["error"]["message"]
     assert "smaller run_repl calls" in r["error"]["message"]
     assert run("print(kept)", ex)["output"] == "1\n"
+
+
+def test_a_class_statement_is_refused_with_what_to_use_instead() -> None:
+    # a str subclass would also be a way to reach format(); it must never get as far as running
+    nested = "def f():\n    class Inner:\n        x = 1\n    return 1"
+    for code in ("class S(str):\n    pass", nested):
+        r = run(code)
+        assert r["status"] == "violation", r
+        assert "class definitions are not available" in r["error"]["message"]
+        assert "namedtuple" in r["error"]["message"]
