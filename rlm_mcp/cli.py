@@ -133,6 +133,7 @@ def _store(settings: Settings) -> Any:
         max_bytes=settings.max_store_bytes,
         max_age_days=settings.max_age_days,
         max_context_bytes=settings.max_context_bytes,
+        allowed_roots=settings.allowed_roots,
     )
 
 

@@ -62,6 +62,10 @@ ENV_VARS: dict[str, str] = {
     "RLM_MCP_MAX_CONTEXT_BYTES": (
         "Largest single context a load may store (default 4 GiB; 0: no cap)."
     ),
+    "RLM_MCP_ALLOWED_PATHS": (
+        "Folders load_context may read from, separated by ':' (';' on Windows); unset: any "
+        "path the server's user can read (except /proc, /sys, /dev)."
+    ),
     "RLM_MCP_BACKEND": (
         "Root-model backend: auto (default: whichever key is set, else sampling), openai, "
         "anthropic, ollama, vllm, llamacpp, sampling, ..."
@@ -124,6 +128,7 @@ class Settings:
     max_store_bytes: int = DEFAULT_MAX_STORE_BYTES
     max_age_days: float = DEFAULT_MAX_AGE_DAYS
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    allowed_paths: str | None = None
     backend: str = DEFAULT_BACKEND
     model: str | None = None
     sub_backend: str | None = None
@@ -148,6 +153,13 @@ class Settings:
         # `--home` and RLM_MCP_HOME arrive as strings; every *_dir property needs a Path.
         if not isinstance(self.home, Path):
             object.__setattr__(self, "home", Path(self.home).expanduser())
+
+    @property
+    def allowed_roots(self) -> list[str] | None:
+        """RLM_MCP_ALLOWED_PATHS as a list of folders, or None when any path may be loaded."""
+        if not self.allowed_paths:
+            return None
+        return [r for r in self.allowed_paths.split(os.pathsep) if r.strip()]
 
     @property
     def store_dir(self) -> Path:

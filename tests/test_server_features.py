@@ -268,3 +268,39 @@ async def test_run_repl_reports_notes_and_enforces_the_sub_call_cap(tmp_path: Pa
             err = capped.structured_content["error"]
             assert "max_sub_calls" in err or "RLM_MCP_MAX_SUB_CALLS" in err, err
             assert sub.calls == []  # refused before any model call was paid for
+
+
+async def test_load_context_honours_allowed_paths_and_the_context_size_cap(tmp_path: Path) -> None:
+    # both come from the server's settings (RLM_MCP_ALLOWED_PATHS, RLM_MCP_MAX_CONTEXT_BYTES)
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "small.txt").write_text("ok\n")
+    (allowed / "big.txt").write_text("x" * 5000)
+    (tmp_path / "private.txt").write_text("private\n")
+    settings = Settings.from_env(
+        {"RLM_MCP_ALLOWED_PATHS": str(allowed), "RLM_MCP_MAX_CONTEXT_BYTES": "4096"},
+        home=tmp_path / "home",
+    )
+    with anyio.fail_after(60):
+        async with Client(build_server(settings)) as client:
+            ok = await client.call_tool("load_context", {"path": str(allowed / "small.txt")})
+            assert not ok.is_error, ok.content
+            refused = await client.call_tool(
+                "load_context", {"path": str(tmp_path / "private.txt")}
+            )
+            assert refused.is_error
+            text = refused.content[0].text  # type: ignore[union-attr]
+            assert "outside the folders this server may read" in text
+            big = await client.call_tool("load_context", {"path": str(allowed / "big.txt")})
+            assert big.is_error and "4,096-byte limit" in big.content[0].text  # type: ignore[union-attr]
+
+
+async def test_load_context_reports_how_many_bytes_were_undecodable(tmp_path: Path) -> None:
+    (tmp_path / "latin1.txt").write_bytes("café olé\n".encode("latin-1"))
+    (tmp_path / "utf8.txt").write_text("café olé\n")
+    with anyio.fail_after(60):
+        async with Client(build_server(Settings(home=tmp_path / "home"))) as client:
+            bad = await client.call_tool("load_context", {"path": str(tmp_path / "latin1.txt")})
+            good = await client.call_tool("load_context", {"path": str(tmp_path / "utf8.txt")})
+    assert (bad.structured_content or {})["replaced"] == 2
+    assert "replaced" not in (good.structured_content or {})

@@ -256,6 +256,38 @@ def _load_many(directory: str, worker: int) -> None:
             s.load_text(f"worker {worker} item {i}\n" * 100, name=f"w{worker}-{i}")
 
 
+def test_allowed_roots_confine_loads_through_symlinks_globs_and_directories(
+    tmp_path: Path,
+) -> None:
+    allowed, outside = tmp_path / "allowed", tmp_path / "secrets"
+    allowed.mkdir()
+    outside.mkdir()
+    (outside / "key.txt").write_text("sk-canary-outside\n")
+    (allowed / "doc.txt").write_text("allowed text\n")
+    (allowed / "sneaky.txt").symlink_to(outside / "key.txt")
+    (allowed / "sub").mkdir()
+    (allowed / "sub" / "a.txt").write_text("inner\n")
+    with ContextStore(tmp_path / "store", allowed_roots=[allowed]) as store:
+        assert store.read(store.load_path(allowed / "doc.txt").handle) == "allowed text\n"
+        # outside, existing or not, is refused without saying whether it exists
+        for target in (outside / "key.txt", outside / "nope.txt", outside, "~/.ssh/id_rsa"):
+            with pytest.raises(UnreadablePathError, match="RLM_MCP_ALLOWED_PATHS"):
+                store.load_path(target)
+        with pytest.raises(UnreadablePathError, match=r"links to\) .*secrets"):
+            store.load_path(allowed / "sneaky.txt")
+        with pytest.raises(UnreadablePathError, match="outside the folders"):
+            store.load_path(allowed / ".." / "secrets" / "key.txt")
+        walked = store.load_path(allowed)  # the link inside the folder is skipped
+        assert [d.path for d in walked.documents] == ["doc.txt", "sub/a.txt"]
+        globbed = store.load_path(str(tmp_path / "**" / "*.txt"))
+        assert sorted(Path(d.path).name for d in globbed.documents) == ["a.txt", "doc.txt"]
+        for info in (walked, globbed):
+            assert "canary" not in store.read(info.handle)
+        with pytest.raises(UnreadablePathError, match="RLM_MCP_ALLOWED_PATHS"):
+            store.load_path(str(outside / "*.txt"))
+        assert store.load_text("text is never confined").chars == 22
+
+
 def test_two_processes_writing_at_once(tmp_path: Path) -> None:
     d = str(tmp_path / "shared")
     ContextStore(d).close()

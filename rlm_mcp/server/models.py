@@ -52,6 +52,7 @@ class ContextSummary(BaseModel):
     documents: int
     source: str
     preview: str = _quiet("")
+    replaced: int = _quiet(0, description="undecodable bytes shown as U+FFFD (binary input?)")
 
 
 class ContextList(BaseModel):

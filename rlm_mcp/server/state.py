@@ -56,6 +56,8 @@ class AppState:
                 self.settings.store_dir,
                 max_bytes=self.settings.max_store_bytes,
                 max_age_days=self.settings.max_age_days,
+                max_context_bytes=self.settings.max_context_bytes,
+                allowed_roots=self.settings.allowed_roots,
             )
             self.owned_store = True
         return self.store

@@ -43,6 +43,7 @@ def summary_of(info: Any, preview: str = "") -> ContextSummary:
         documents=len(info.documents),
         source=info.source,
         preview=preview,
+        replaced=info.replaced,
     )
 
 

@@ -84,25 +84,41 @@ logger = logging.getLogger(__name__)
 _SYSTEM_ROOTS = ("/proc", "/sys", "/dev")
 
 
-def _refusal(path: Path) -> str | None:
-    """Why `path` must not be loaded, or None: it, or where its symlinks lead, is a system path."""
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _refusal(path: Path, roots: Sequence[str] = ()) -> str | None:
+    """Why `path` must not be loaded, or None.
+
+    System paths (or symlinks to them) never load. With `roots` (RLM_MCP_ALLOWED_PATHS), the
+    path must also lie inside one of them both as written and where its symlinks lead, so a link
+    inside an allowed folder cannot reach out of it.
+    """
     for real in (os.path.abspath(path), os.path.realpath(path)):
         if any(real == r or real.startswith(r + "/") for r in _SYSTEM_ROOTS):
-            break
-    else:
-        return None
-    return (
-        f"it is (or links to) {real}, under /proc, /sys or /dev, which hold the server's "
-        "own process state and devices (its environment holds your API keys); rlm-mcp loads "
-        "regular files and directories only."
-    )
+            return (
+                f"it is (or links to) {real}, under /proc, /sys or /dev, which hold the "
+                "server's own process state and devices (its environment holds your API keys); "
+                "rlm-mcp loads regular files and directories only."
+            )
+        if roots and not any(
+            real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots
+        ):
+            return (
+                f"it is (or links to) {real}, outside the folders this server may read "
+                f"(RLM_MCP_ALLOWED_PATHS: {os.pathsep.join(roots)}); copy it into one of them, or "
+                "add its folder to RLM_MCP_ALLOWED_PATHS in the server's config."
+            )
+    return None
 
 
 class ContextStore:
     """Content-addressed, disk-backed store of big texts; safe across processes (SQLite locks).
 
     ``max_context_bytes`` caps one context (0: no cap); a load also needs the input's size plus a
-    margin free on the store's disk, checked before anything is written.
+    margin free on the store's disk, checked before anything is written. ``allowed_roots``, when
+    given, are the only folders `load_path` reads from (the server's RLM_MCP_ALLOWED_PATHS).
     """
 
     def __init__(
@@ -113,6 +129,7 @@ class ContextStore:
         max_age_days: float = DEFAULT_MAX_AGE_DAYS,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+        allowed_roots: Sequence[str | Path] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         import diskcache
@@ -125,6 +142,10 @@ class ContextStore:
         self.max_age_days = max_age_days
         self.chunk_bytes = chunk_bytes
         self.max_context_bytes = max_context_bytes
+        # resolved once: a root that is itself a symlink still admits what lies under its target
+        self.allowed_roots: tuple[str, ...] = tuple(
+            os.path.realpath(Path(r).expanduser()) for r in allowed_roots or ()
+        )
         self._clock = clock  # created/last-used times and eviction age (tests pass a fake clock)
         self._indexes: dict[str, Index] = {}
         # no diskcache-side eviction (we evict by our own policy)
@@ -228,7 +249,8 @@ class ContextStore:
         """Load a file, a directory (recursively) or a glob pattern, streaming."""
         p = Path(path).expanduser()
         is_glob = any(c in str(path) for c in "*?[")
-        if p.exists() and (why := _refusal(p)):
+        roots = self.allowed_roots
+        if (p.exists() or (roots and not is_glob)) and (why := _refusal(p, roots)):
             raise UnreadablePathError(f"Cannot load {str(path)!r}: {why}")
         if p.is_file():
             files, single = [(p, p.name)], True
@@ -241,9 +263,9 @@ class ContextStore:
                 )
         elif is_glob:
             matches = sorted(Path(m) for m in globmod.glob(str(p), recursive=True))
-            files = [(m, str(m)) for m in matches if m.is_file() and not _refusal(m)]
+            files = [(m, str(m)) for m in matches if m.is_file() and not _refusal(m, roots)]
             single = False
-            if not files and matches and (why := _refusal(matches[0])):
+            if not files and matches and (why := _refusal(matches[0], roots)):
                 raise UnreadablePathError(f"Cannot load {str(path)!r}: {why}")
             if not files:
                 raise UnreadablePathError(
@@ -323,7 +345,7 @@ class ContextStore:
                 rel = f.relative_to(root).as_posix()
                 if ignored(rel, fn, False, patterns) or not f.is_file():
                     continue
-                if why := _refusal(f):
+                if why := _refusal(f, self.allowed_roots):
                     logger.info("skipping %s: %s", f, why)
                     continue
                 if is_binary(f):
