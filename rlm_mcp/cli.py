@@ -137,6 +137,17 @@ def _store(settings: Settings) -> Any:
     )
 
 
+def _port(text: str) -> int:
+    """argparse type: a TCP port, so a typo is a usage error, not an OverflowError traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
+
+
 def _print_info(info: Any) -> None:
     print(info.handle)
     docs = f", {len(info.documents):,} documents" if info.documents else ""
@@ -237,7 +248,7 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     srv = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     srv.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8765)
+    srv.add_argument("--port", type=_port, default=8765)
     srv.set_defaults(handler=_cmd_serve)
 
 

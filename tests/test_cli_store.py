@@ -65,3 +65,13 @@ def test_load_over_the_context_size_cap_says_which_variable_raises_it(
     assert "RLM_MCP_MAX_CONTEXT_BYTES" in err and "Traceback" not in err
     assert main(["contexts"]) == 0
     assert "ctx_" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "http"])
+def test_serve_with_a_bad_port_is_a_usage_error_not_a_traceback(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--transport", "http", "--port", port])
+    assert exc.value.code == 2
+    assert f"'{port}' is not a port number (1-65535)" in capsys.readouterr().err
