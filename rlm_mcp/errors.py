@@ -54,8 +54,9 @@ class MissingAPIKeyError(ConfigError):
         self.provider = provider
         self.env_var = env_var
         super().__init__(
-            f"No API key for {provider}: set {env_var} (or pass api_key=...), "
-            "or use --backend sampling to let the MCP client's own model answer."
+            f"No API key for {provider}: set {env_var} (or pass api_key=...), or use a local "
+            "OpenAI-compatible server instead: backend ollama, llamacpp or vllm with a model "
+            "name, or OPENAI_BASE_URL."
         )
 
 

@@ -153,7 +153,7 @@ def test_the_clients_page_covers_every_ready_made_config_and_config_command() ->
 
 #: Error texts troubleshooting.md quotes, each a fragment that must also be in the code.
 TROUBLESHOOTING_TEXTS = [
-    "or use --backend sampling to let the MCP client's own model answer",
+    "or use a local OpenAI-compatible server instead: backend ollama, llamacpp or",
     "clients do not pass your shell's environment",
     "The MCP client cannot sample",
     "the client did not declare the sampling capability",
