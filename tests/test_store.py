@@ -737,3 +737,39 @@ def test_a_file_rewritten_in_place_while_loading_is_refused(
     with pytest.raises(UnreadablePathError, match="rewritten while it was being loaded"):
         store.load_path(f)
     assert store.list() == [] and list((store.directory / "tmp").iterdir()) == []
+
+
+def test_loads_shorten_the_gil_switch_interval_only_while_feeding(tmp_path: Path) -> None:
+    # the helper thread (hash, copy) must not wait 5 ms for the GIL twice per chunk; the process
+    # setting is put back after every load, also when loads overlap or one fails
+    import threading
+
+    original = sys.getswitchinterval()
+    seen: list[float] = []
+    big = tmp_path / "big.txt"
+    big.write_text("line of text\n" * 200_000)
+    with ContextStore(tmp_path / "s", chunk_bytes=256 * 1024) as store:
+        store.load_path(big, progress=lambda done, total: seen.append(sys.getswitchinterval()))
+        assert seen and max(seen) <= 0.0005 < original
+        assert sys.getswitchinterval() == original
+        errors: list[BaseException] = []
+
+        def load(i: int) -> None:
+            try:
+                store.load_text(f"thread {i}\n" * 300_000)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors and sys.getswitchinterval() == original
+
+        def stop(done: int, total: int | None) -> None:
+            raise KeyboardInterrupt  # a load that fails mid-feed
+
+        with pytest.raises(KeyboardInterrupt):
+            store.load_path(big, progress=stop)
+        assert sys.getswitchinterval() == original

@@ -8,7 +8,11 @@ Why it looks like this (ingest must cost about as much as copying the file):
   same bytes), and only a piece with undecodable bytes is re-encoded (each bad byte -> U+FFFD).
 - Lines are counted on the bytes (``bytearray.count`` with bounds, no slicing copies).
 - Hashing (SHA-256, GIL released for big buffers) and writing run on one helper thread while the
-  main thread decodes the next chunk, so the two halves overlap on a second core.
+  main thread decodes the next chunk, so the two halves overlap on a second core. The helper
+  needs the GIL for a moment between its C calls, and the main thread's decode loop never gives
+  it up by itself, so by default the helper waited up to 5 ms (the interpreter's switch interval)
+  twice per chunk; while an ingester is open the interval is 0.5 ms (`_fast_gil_handoff`):
+  300 MB ingest 0.63 s -> 0.47 s here.
 - After every piece the index gets a checkpoint: (characters, byte) where the piece ends (always a
   character boundary) and (line number, byte where that line starts) from the piece's last
   newline. Reads bisect these and decode at most one piece (64 KiB) to land on an exact position.
@@ -29,10 +33,11 @@ import logging
 import os
 import queue
 import stat
+import sys
 import tempfile
 import threading
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,6 +58,34 @@ _Segment = memoryview | bytes
 #: A piece of output, and its offset in the source file when it is the source's bytes unchanged.
 _Piece = tuple[_Segment, int]
 _Item = tuple[list[_Piece], bytearray, int] | threading.Event | None
+
+
+#: GIL switch interval while a load runs (the default is 0.005 s).
+_FAST_SWITCH_S = 0.0005
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.005
+
+
+@contextlib.contextmanager
+def _fast_gil_handoff() -> Iterator[None]:
+    """Shorter GIL switch interval while any load in the process is feeding (see module doc).
+
+    Counted, so overlapping loads on several threads restore the interval once, at the end.
+    """
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_saved, _FAST_SWITCH_S))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 class Ingester:
@@ -98,6 +131,8 @@ class Ingester:
         self._src_base = -1  # offset in that file of _buf[0]
         self._kernel_copy = hasattr(os, "copy_file_range")
         self._error: BaseException | None = None
+        self._handoff = contextlib.ExitStack()  # until close(): see _fast_gil_handoff
+        self._handoff.enter_context(_fast_gil_handoff())
         self._thread = threading.Thread(target=self._drain, name="rlm-mcp-ingest", daemon=True)
         self._thread.start()
         self._closed = False
@@ -315,8 +350,11 @@ class Ingester:
         if self._closed:
             return
         self._closed = True
-        self._todo.put(None)
-        self._thread.join()
+        try:
+            self._todo.put(None)
+            self._thread.join()
+        finally:
+            self._handoff.close()
         self._file.close()
         self._raise_if_failed()
 
