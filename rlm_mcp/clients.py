@@ -14,7 +14,8 @@ from pathlib import Path
 CLIENTS = ("claude-desktop", "claude-code", "cursor", "vscode", "windsurf")
 
 #: Variables a user typically sets for the server; empty values are placeholders.
-ENV = {"ANTHROPIC_API_KEY": "", "RLM_MCP_MODEL": ""}
+#: RLM_MCP_ALLOWED_PATHS: folders load_context may read (unset: any path the user can read).
+ENV = {"ANTHROPIC_API_KEY": "", "RLM_MCP_MODEL": "", "RLM_MCP_ALLOWED_PATHS": ""}
 
 
 def command_path() -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,9 @@ def test_a_home_given_as_a_string_becomes_a_path(tmp_path: Path) -> None:
     settings = Settings.from_env({}, home=str(tmp_path))
     assert settings.home == tmp_path
     assert settings.store_dir == tmp_path / "contexts"
+
+
+def test_allowed_paths_split_on_the_path_separator_and_empty_means_unrestricted() -> None:
+    assert Settings.from_env({"RLM_MCP_ALLOWED_PATHS": ""}).allowed_roots is None  # placeholder
+    both = Settings.from_env({"RLM_MCP_ALLOWED_PATHS": f"/a{os.pathsep}/b c{os.pathsep}"})
+    assert both.allowed_roots == ["/a", "/b c"]

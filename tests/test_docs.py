@@ -353,3 +353,19 @@ def test_getting_started_demo_and_viewer_commands_work(
     page = tmp_path / "run.html"
     run(["rlm-mcp", "view", paths[-1], "--out", str(page)], user_env, tmp_path)
     assert page.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+
+
+def test_the_ready_made_client_configs_are_what_rlm_mcp_config_prints() -> None:
+    from rlm_mcp.clients import snippet
+
+    files = {
+        "claude-desktop": "claude_desktop_config.json",
+        "cursor": "cursor_mcp.json",
+        "vscode": "vscode_mcp.json",
+        "windsurf": "windsurf_mcp_config.json",
+    }
+    for client, name in files.items():
+        text = (ROOT / "clients_config" / name).read_text(encoding="utf-8")
+        assert text.strip() == snippet(client, command="rlm-mcp").strip(), name
+    project = snippet("claude-code", command="rlm-mcp").split("\n", 3)[-1]
+    assert project.strip() in (ROOT / "clients_config" / "claude_code.md").read_text("utf-8")
