@@ -120,6 +120,7 @@ class AnthropicLM:
             model=self._model,
             policy=self.policy,
             is_malformed=is_malformed,
+            base_url=self.base_url,
         )
 
     def _parse(self, data: Any, messages: Sequence[Message], latency: float) -> Completion:

@@ -10,6 +10,7 @@ while sleeping between attempts.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -72,23 +73,44 @@ class _Failure:
     retry_after: float | None
     timeout: bool
     detail: str
+    label: str  # what kind of failure, for the message: "status 401", "connection error", ...
 
 
 def classify(exc: BaseException) -> _Failure:
     """Map an SDK or transport exception to what the loop should do (works for both SDKs)."""
     name = type(exc).__name__
     if isinstance(exc, TimeoutError) or "Timeout" in name:
-        return _Failure(True, None, None, True, "timed out")
+        return _Failure(True, None, None, True, "no answer within the timeout", "timed out")
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         headers: Mapping[str, str] = getattr(getattr(exc, "response", None), "headers", {}) or {}
         retry_after = parse_retry_after(headers.get("retry-after"))
-        return _Failure(
-            status in RETRY_STATUSES or status >= 500, status, retry_after, False, _short(exc)
-        )
+        retryable = status in RETRY_STATUSES or status >= 500
+        return _Failure(retryable, status, retry_after, False, _short(exc), f"status {status}")
     if "Connection" in name:
-        return _Failure(True, None, None, False, f"connection error: {_short(exc)}")
-    return _Failure(False, None, None, False, _short(exc))
+        return _Failure(True, None, None, False, _root_cause(exc), "connection error")
+    return _Failure(False, None, None, False, _short(exc), "error")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The SDK says "Connection error.", httpx "All connection attempts failed"; the OS error at
+    the bottom of the chain says which: refused, unknown host, unreachable."""
+    found: BaseException = exc
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 10:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            found = cause
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    if isinstance(found, OSError) and found.errno is not None:
+        reason = (found.strerror or "").strip()
+        if found.errno > 0:  # "Connection refused: Connect call failed ('127.0.0.1', 9)"
+            name = os.strerror(found.errno)
+            return reason if name in reason else f"{name}: {reason}" if reason else name
+        if reason:  # resolver errors (negative codes): "Name or service not known"
+            return reason
+    return _short(found)
 
 
 def _short(exc: BaseException) -> str:
@@ -96,7 +118,7 @@ def _short(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-def _advice(status: int | None, timeout: bool) -> str:
+def _advice(status: int | None, timeout: bool, base_url: str | None = None) -> str:
     if timeout:
         return "raise the timeout (RLM_MCP_LM_TIMEOUT) or check that the server is responsive"
     if status in (401, 403):
@@ -108,7 +130,8 @@ def _advice(status: int | None, timeout: bool) -> str:
     if status is not None and status >= 500:
         return "the provider is failing; try again later or raise RLM_MCP_MAX_RETRIES"
     if status is None:
-        return "check the base URL and that the server is reachable"
+        where = f" ({base_url})" if base_url else ""
+        return f"check the base URL{where} and that the server is reachable"
     return "check the request options"
 
 
@@ -119,6 +142,7 @@ async def call_with_retries(
     model: str,
     policy: RetryPolicy,
     is_malformed: Callable[[BaseException], bool] = lambda exc: False,
+    base_url: str | None = None,
 ) -> T:
     """Call `send()` under the concurrency limit and per-attempt timeout, retrying as documented."""
     attempt = 0
@@ -154,11 +178,12 @@ async def call_with_retries(
                 await policy.sleep(delay)
                 continue
             tries = attempt + 1
-            status_txt = f"status {failure.status}" if failure.status else failure.detail
+            detail = f"no answer within {policy.timeout:g} s" if failure.timeout else failure.detail
             message = (
                 f"{provider} call to model {model!r} failed after {tries} "
-                f"attempt{'s' if tries != 1 else ''} ({status_txt}): {failure.detail}. "
-                f"To fix: {_advice(failure.status, failure.timeout)}."
+                f"attempt{'s' if tries != 1 else ''} ({failure.label}): "
+                f"{detail.rstrip('.')}. "
+                f"To fix: {_advice(failure.status, failure.timeout, base_url)}."
             )
             cls = ProviderTimeoutError if failure.timeout else ProviderError
             raise cls(message, provider=provider, model=model, status=failure.status) from exc

@@ -176,6 +176,7 @@ async def test_a_slow_server_raises_provider_timeout_error(
         await lm.complete(MESSAGES)
     assert info.value.provider == backend
     assert "timed out" in str(info.value) and "RLM_MCP_LM_TIMEOUT" in str(info.value)
+    assert "no answer within 0.2 s" in str(info.value)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -254,9 +255,14 @@ async def test_a_refused_connection_is_retried_then_reported(
         retry_policy=RetryPolicy(max_retries=1, timeout=5, sleep=sleeps),
     )
     closing.append(lm)
-    with anyio.fail_after(10), pytest.raises(ProviderError, match="connection"):
+    with anyio.fail_after(10), pytest.raises(ProviderError, match="connection") as info:
         await lm.complete(MESSAGES)
     assert len(sleeps.waits) == 1
+    # the transport's reason (not only the SDK's "Connection error.") and the URL to check
+    message = str(info.value)
+    assert "(connection error): " in message and "refused" in message.lower(), message
+    assert f"check the base URL ({url})" in message
+    assert "Connection error" not in message and ".." not in message
 
 
 async def test_the_sdk_client_is_reused_across_calls_in_one_event_loop(
