@@ -121,7 +121,11 @@ async def _drive(
     _check(loaded, "load_context")
     info = loaded.structured_content or {}
     handle = str(info["handle"])
-    say(f"\n1. load_context -> {handle}: {info['chars']:,} chars, {info['lines']:,} lines")
+    lines = info["lines"]
+    say(
+        f"\n1. load_context -> {handle}: {info['chars']:,} chars, "
+        f"{lines:,} line{'' if lines == 1 else 's'}"
+    )
 
     code = "import re\nprint(len(re.findall(r'special magic number', context)), 'needles')"
     ran = await client.call_tool("run_repl", {"code": code, "handle": handle})
