@@ -7,9 +7,9 @@ objects inline), which is also shorter in `tools/list`.
 
 Fields still at their default (null, false, 0, empty) are left out of a result (`_quiet`): the
 client's model reads every result as JSON text on every turn, and a `run_repl` result full of
-`"error": null, "reset": false, ...` cost it about 60 tokens to say nothing; it also halves the
-client's validation work. The schema keeps every field, with its default, and requires none of
-them.
+`"error": null, "reset": false, ...` cost it ~120 characters (30-40 tokens) to say nothing; it
+also halves the client's validation work. The schema keeps every field, with its default, and
+requires none of them.
 """
 
 from __future__ import annotations
