@@ -85,6 +85,7 @@ _SYSTEM_ROOTS = ("/proc", "/sys", "/dev")
 
 
 def _inside(real: str, root: str) -> bool:
+    """`real` is `root` or below it (a sibling such as /procfs is not below /proc)."""
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
@@ -96,15 +97,13 @@ def _refusal(path: Path, roots: Sequence[str] = ()) -> str | None:
     inside an allowed folder cannot reach out of it.
     """
     for real in (os.path.abspath(path), os.path.realpath(path)):
-        if any(real == r or real.startswith(r + "/") for r in _SYSTEM_ROOTS):
+        if any(_inside(real, r) for r in _SYSTEM_ROOTS):
             return (
                 f"it is (or links to) {real}, under /proc, /sys or /dev, which hold the "
                 "server's own process state and devices (its environment holds your API keys); "
                 "rlm-mcp loads regular files and directories only."
             )
-        if roots and not any(
-            real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots
-        ):
+        if roots and not any(_inside(real, r) for r in roots):
             return (
                 f"it is (or links to) {real}, outside the folders this server may read "
                 f"(RLM_MCP_ALLOWED_PATHS: {os.pathsep.join(roots)}); copy it into one of them, or "
