@@ -67,6 +67,7 @@ from rlm_mcp.store._parts import (
     read_gitignore,
     skip_chars,
 )
+from rlm_mcp.store.ref import StoredContext
 
 __all__ = [
     "DOC_HEADER",
@@ -74,6 +75,7 @@ __all__ = [
     "ContextInfo",
     "ContextStore",
     "DocumentInfo",
+    "StoredContext",
 ]
 
 logger = logging.getLogger(__name__)
@@ -407,6 +409,10 @@ class ContextStore:
             if meta is not None:
                 return target, dict(meta)
         raise ContextNotFoundError(handle_or_name)
+
+    def get(self, handle_or_name: str) -> StoredContext:
+        """The stored context named or handled `handle_or_name`, to pass to `RLM.completion`."""
+        return StoredContext(self, self._lookup(handle_or_name)[0])
 
     def _meta(self, handle_or_name: str) -> dict[str, Any]:
         return self._lookup(handle_or_name)[1]
