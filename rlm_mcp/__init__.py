@@ -13,6 +13,7 @@ from rlm_mcp._version import __version__
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "ArgumentError": "rlm_mcp.errors",
     "BudgetExceededError": "rlm_mcp.errors",
     "Completion": "rlm_mcp.lm.base",
     "ConfigError": "rlm_mcp.errors",
@@ -37,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "SandboxError": "rlm_mcp.errors",
     "SandboxLimits": "rlm_mcp.sandbox.session",
     "SandboxSession": "rlm_mcp.sandbox.session",
+    "SessionBusyError": "rlm_mcp.errors",
+    "SessionExpiredError": "rlm_mcp.errors",
     "ScriptedLM": "rlm_mcp.lm.scripted",
     "SessionPool": "rlm_mcp.sandbox.pool",
     "Settings": "rlm_mcp.config",
@@ -55,6 +58,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "LM",
     "RLM",
+    "ArgumentError",
     "BudgetExceededError",
     "Completion",
     "ConfigError",
@@ -78,6 +82,8 @@ __all__ = [
     "SandboxLimits",
     "SandboxSession",
     "ScriptedLM",
+    "SessionBusyError",
+    "SessionExpiredError",
     "SessionPool",
     "Settings",
     "StoredContext",

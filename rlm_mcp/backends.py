@@ -1,18 +1,20 @@
-"""Settings → LM objects, in one place, so the server and the CLI build models the same way.
+"""Which backend `auto` means, and one LM from a backend name with the user's options.
 
-`resolve_lm` knows backends; this module knows *our* settings: the timeout and retry count a
-user configured, the sub-call answer cache, and that "sampling" needs the MCP request context.
+`resolve_lm` knows backends; this module knows what `auto` picks (a key in the environment,
+else the MCP client's own model) and that "sampling" needs the MCP request context. The
+`Runtime` is its only caller with settings: it passes the timeout, retries and cache folder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from rlm_mcp.config import Settings
+from rlm_mcp.config import DEFAULT_LM_TIMEOUT, DEFAULT_MAX_RETRIES
 from rlm_mcp.lm.base import LM
 
-__all__ = ["AUTO", "build_lm", "build_lms", "pick_backend"]
+__all__ = ["AUTO", "backend_name", "build_lm", "pick_backend"]
 
 AUTO = "auto"
 
@@ -20,7 +22,8 @@ AUTO = "auto"
 _LOCAL_BACKENDS = frozenset({"sampling", "scripted"})
 
 
-def _backend_name(backend: str) -> str:
+def backend_name(backend: str) -> str:
+    """`"openai:gpt-x"` -> `"openai"`."""
     return backend.strip().partition(":")[0].lower()
 
 
@@ -55,74 +58,37 @@ def pick_backend(
 
 
 def build_lm(
-    settings: Settings,
     backend: str,
     *,
     model: str | None,
     environ: Mapping[str, str],
     ctx: Any = None,
     base_url: str | None = None,
-    cache: bool = False,
+    timeout: float = DEFAULT_LM_TIMEOUT,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    cache_dir: Path | None = None,
 ) -> LM:
-    """One LM for `backend` with the user's timeout/retries; `cache=True` wraps it in CachedLM."""
+    """One LM for `backend`; with `cache_dir`, answers are cached there (CachedLM).
+
+    `auto` is resolved first; the timeout and retries apply to remote APIs only, and local
+    backends (sampling, scripted) are never cached: there is nothing to save.
+    """
     from rlm_mcp.lm import CachedLM, resolve_lm
 
-    if _backend_name(backend) == AUTO:
+    if backend_name(backend) == AUTO:
         backend = pick_backend(environ, ctx, base_url=base_url)
-    name = _backend_name(backend)
+    name = backend_name(backend)
     kw: dict[str, Any] = {}
     if model:
         kw["model_name"] = model
     if name == "sampling":
         kw["ctx"] = ctx
     elif name not in _LOCAL_BACKENDS:
-        kw["timeout"] = settings.lm_timeout
-        kw["max_retries"] = settings.max_retries
+        kw["timeout"] = timeout
+        kw["max_retries"] = max_retries
         if base_url:
             kw["base_url"] = base_url
     lm = resolve_lm(backend, environ=environ, **kw)
-    if cache and settings.subcall_cache and name not in _LOCAL_BACKENDS:
-        return CachedLM(lm, settings.cache_dir)
+    if cache_dir is not None and name not in _LOCAL_BACKENDS:
+        return CachedLM(lm, cache_dir)
     return lm
-
-
-def build_lms(
-    settings: Settings,
-    *,
-    environ: Mapping[str, str],
-    backend: str | None = None,
-    model: str | None = None,
-    sub_backend: str | None = None,
-    sub_model: str | None = None,
-    base_url: str | None = None,
-    ctx: Any = None,
-) -> tuple[LM, LM | None]:
-    """The root LM and, when any sub-model setting differs from the root, a separate sub LM.
-
-    Explicit arguments win over settings. A sub LM that would equal the root is not built twice
-    (None means "use the root"). Sub-calls are cached on disk when `subcall_cache` is on.
-    """
-    from rlm_mcp.lm import set_max_concurrency
-
-    set_max_concurrency(settings.max_concurrency)
-    root_backend = backend or settings.backend
-    if _backend_name(root_backend) == AUTO:
-        root_backend = pick_backend(environ, ctx, base_url=base_url)
-    root_model = model or settings.model
-    lm = build_lm(
-        settings, root_backend, model=root_model, environ=environ, ctx=ctx, base_url=base_url
-    )
-    sb = sub_backend or settings.sub_backend
-    sm = sub_model or settings.sub_model
-    if not sb and not sm:
-        return lm, None
-    sub = build_lm(
-        settings,
-        sb or root_backend,
-        model=sm or root_model,
-        environ=environ,
-        ctx=ctx,
-        base_url=base_url if not sb else None,
-        cache=True,
-    )
-    return lm, sub

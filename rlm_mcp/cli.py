@@ -1,8 +1,11 @@
-"""The `rlm-mcp` command. With `config.py`, the only module that reads the environment.
+"""The `rlm-mcp` command. With `config.py` (through `Runtime.from_env`), the only module that
+reads the environment.
 
-Each subcommand is a small function taking the parsed arguments and returning an exit code.
-Domain errors become one line on stderr and exit code 2; anything else is a bug and keeps its
-traceback (logged) so it can be reported.
+Each subcommand is a small function taking the parsed arguments and the one `Runtime` built from
+them, and returning an exit code. Exit codes are the same in every command: 0 done, 1 the command
+ran but its result is a failure (a wrong demo answer), 2 a usage, configuration or domain error
+(one line on stderr: what went wrong and what to do), 130 interrupted. Nothing prints a Python
+traceback: an unexpected exception is one line too, with the traceback in the log at DEBUG.
 """
 
 from __future__ import annotations
@@ -11,17 +14,23 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm_mcp._version import __version__
-from rlm_mcp.config import Settings
 from rlm_mcp.errors import RLMError
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from rlm_mcp.runtime import Runtime
+
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+Handler = Callable[[argparse.Namespace, "Runtime"], int]
+#: The command ran and its result is a failure (e.g. the demo's answer was wrong).
+EXIT_FAILED = 1
+#: Usage, configuration or domain error: one line on stderr says what to fix.
+EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,26 +59,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        settings = Settings.from_env(home=args.home, log_level=args.log_level)
+        from rlm_mcp.runtime import Runtime
+
+        runtime = Runtime.from_env(home=args.home, log_level=args.log_level)
+        level = runtime.settings.log_level.upper()
+        if not isinstance(logging.getLevelName(level), int):
+            print(
+                f"rlm-mcp: log level {level!r} is not one of DEBUG, INFO, WARNING, ERROR",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         logging.basicConfig(
-            level=settings.log_level.upper(),
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         handler: Handler = args.handler
-        return handler(args, settings)
+        return handler(args, runtime)
     except RLMError as exc:
         print(f"rlm-mcp: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("rlm-mcp: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours: one line here, the traceback in the log
+        logger.debug("unexpected error", exc_info=True)
+        print(
+            f"rlm-mcp: unexpected {type(exc).__name__}: {exc}. This is a bug in rlm-mcp; run "
+            "again with --log-level DEBUG for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
 
 # --- bench (issue 7) -------------------------------------------------------------------------
 
 
-def _bench_tasks(args: argparse.Namespace, settings: Settings) -> int:
+def _bench_tasks(args: argparse.Namespace, runtime: Runtime) -> int:
     import os
 
     from rlm_mcp.bench.harness import run_tasks_command
@@ -77,7 +101,7 @@ def _bench_tasks(args: argparse.Namespace, settings: Settings) -> int:
     return run_tasks_command(args, environ=os.environ)
 
 
-def _bench_system(args: argparse.Namespace, settings: Settings) -> int:
+def _bench_system(args: argparse.Namespace, runtime: Runtime) -> int:
     from rlm_mcp.bench.system import run_from_args
 
     return run_from_args(args)
@@ -125,16 +149,11 @@ _COMMAND_GROUPS.append(_add_bench_commands)
 _PROGRESS_MIN_BYTES = 20 * 1024 * 1024
 
 
-def _store(settings: Settings) -> Any:
-    from rlm_mcp.store import ContextStore
+def _store(runtime: Runtime) -> Any:
+    """The runtime's store, closed when the command's `with` block ends."""
+    import contextlib
 
-    return ContextStore(
-        settings.store_dir,
-        max_bytes=settings.max_store_bytes,
-        max_age_days=settings.max_age_days,
-        max_context_bytes=settings.max_context_bytes,
-        allowed_roots=settings.allowed_roots,
-    )
+    return contextlib.closing(runtime.store())
 
 
 def _port(text: str) -> int:
@@ -146,6 +165,34 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
     return port
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse type: a number above 0 (0 would otherwise silently mean the default)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+        return value
+
+    return parse
+
+
+def _length(text: str) -> int:
+    """argparse type: a size such as 200k or 2m, so a typo is a usage error, not a traceback."""
+    from rlm_mcp.bench.tasks.generators import parse_length
+
+    try:
+        n = parse_length(text)
+    except (ValueError, OverflowError):
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use e.g. 200k, 2m or 50000")
+    return n
 
 
 def _print_info(info: Any) -> None:
@@ -174,14 +221,14 @@ def _progress_printer(label: str) -> Callable[[int, int | None], None]:
     return show
 
 
-def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_load(args: argparse.Namespace, runtime: Runtime) -> int:
     if not args.paths and args.text is None:
         print("rlm-mcp load: give PATH... or --text TEXT", file=sys.stderr)
         return 2
     if len(args.paths) + (args.text is not None) > 1 and args.name:
         print("rlm-mcp load: --name needs a single input", file=sys.stderr)
         return 2
-    with _store(settings) as store:
+    with _store(runtime) as store:
         if args.text is not None:
             _print_info(store.load_text(args.text, name=args.name))
         for path in args.paths:
@@ -190,10 +237,10 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _cmd_contexts(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_contexts(args: argparse.Namespace, runtime: Runtime) -> int:
     import datetime
 
-    with _store(settings) as store:
+    with _store(runtime) as store:
         infos = store.list()
     if not infos:
         print("no contexts stored (add one with `rlm-mcp load PATH`)")
@@ -208,10 +255,10 @@ def _cmd_contexts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_rm(args: argparse.Namespace, runtime: Runtime) -> int:
     from rlm_mcp.errors import ContextNotFoundError
 
-    with _store(settings) as store:
+    with _store(runtime) as store:
         for h in args.handles:
             if not store.delete(h):
                 raise ContextNotFoundError(h)
@@ -235,12 +282,11 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 _COMMAND_GROUPS.append(_add_store_commands)
 
 
-def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import os
+def _cmd_serve(args: argparse.Namespace, runtime: Runtime) -> int:
 
     from rlm_mcp.server import serve
 
-    serve(settings, transport=args.transport, host=args.host, port=args.port, environ=os.environ)
+    serve(runtime, transport=args.transport, host=args.host, port=args.port)
     return 0
 
 
@@ -255,29 +301,20 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 _COMMAND_GROUPS.append(_add_server_commands)
 
 
-def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    import dataclasses
-    import os
-
+def _cmd_demo(args: argparse.Namespace, runtime: Runtime) -> int:
     import anyio
 
-    from rlm_mcp.bench.tasks.generators import parse_length
     from rlm_mcp.demo import run_demo
 
     real = bool(args.backend or args.model)
     if real:
-        settings = dataclasses.replace(
-            settings,
-            backend=args.backend or settings.backend,
-            model=args.model or settings.model,
-            sub_model=args.sub_model or settings.sub_model,
+        runtime = runtime.replace(
+            backend=args.backend or runtime.settings.backend,
+            model=args.model or runtime.settings.model,
+            sub_model=args.sub_model or runtime.settings.sub_model,
         )
-    result = anyio.run(
-        lambda: run_demo(
-            settings, chars=parse_length(args.chars), real_models=real, environ=dict(os.environ)
-        )
-    )
-    return 0 if result.correct else 1
+    result = anyio.run(lambda: run_demo(runtime, chars=args.chars, real_models=real))
+    return 0 if result.correct else EXIT_FAILED
 
 
 def _add_demo_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -285,7 +322,12 @@ def _add_demo_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "demo",
         help="offline demo: load a haystack, run_repl, rlm_complete through the MCP protocol",
     )
-    p.add_argument("--chars", default="2m", help="haystack size, e.g. 200k, 2m, 50m (default 2m)")
+    p.add_argument(
+        "--chars",
+        default=2_000_000,
+        type=_length,
+        help="haystack size, e.g. 200k, 2m, 50m (default 2m)",
+    )
     p.add_argument("--backend", default=None, help="use real models from this backend")
     p.add_argument("--model", default=None, help="root model (implies real models)")
     p.add_argument("--sub-model", default=None, help="sub-call model")
@@ -295,7 +337,7 @@ def _add_demo_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 _COMMAND_GROUPS.append(_add_demo_commands)
 
 
-def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_config(args: argparse.Namespace, runtime: Runtime) -> int:
     from rlm_mcp.clients import snippet
 
     print(snippet(args.client))
@@ -316,78 +358,78 @@ _COMMAND_GROUPS.append(_add_config_commands)
 # --- the RLM loop (issue 5) ------------------------------------------------------------------
 
 
-def _cmd_complete(args: argparse.Namespace, settings: Settings) -> int:
-    import os
+def _complete_context(arg: str, runtime: Runtime) -> Any:
+    """`--context`: a file (relative to where the command runs) or a stored handle or name."""
     from pathlib import Path
 
-    from rlm_mcp.backends import build_lms
-    from rlm_mcp.errors import RLMError
-    from rlm_mcp.rlm import RLM
+    from rlm_mcp.errors import ContextNotFoundError, UnreadablePathError
     from rlm_mcp.sandbox import ContextSpec
 
+    path = Path(arg).expanduser().absolute()
+    if path.is_file():
+        return ContextSpec(path=path)
+    if path.exists():
+        raise UnreadablePathError(
+            f"{arg!r} is a directory or device, not a file: load it with `rlm-mcp load {arg}` "
+            "and pass the handle it prints."
+        )
     try:
-        lm, sub_lm = build_lms(
-            settings,
-            environ=os.environ,
-            backend=args.backend,
-            model=args.model,
-            sub_backend=args.sub_backend,
-            sub_model=args.sub_model,
-            base_url=args.base_url,
-        )
-        store = None
-        context: Any
-        if args.context.startswith("ctx_"):
-            store = _store(settings)
-            context = args.context
-        else:
-            path = Path(args.context)
-            if not path.is_file():
-                print(
-                    f"rlm-mcp complete: {args.context!r} is neither a file nor a stored handle "
-                    "(ctx_...). Load it with `rlm-mcp load` or pass a file path.",
-                    file=sys.stderr,
-                )
-                return 2
-            context = ContextSpec(path=path)
-        rlm = RLM(
-            lm=lm,
-            sub_lm=sub_lm,
-            max_iterations=args.max_iterations or settings.max_iterations,
-            max_depth=args.max_depth or settings.max_depth,
-            log_dir=Path(args.log_dir) if args.log_dir else None,
-            verbose=args.verbose,
-            store=store,
-            max_cost=args.max_cost,
-            max_time=args.max_time,
-            max_tokens=args.max_tokens,
-        )
+        return runtime.store().get(arg)
+    except ContextNotFoundError:
+        raise UnreadablePathError(
+            f"{arg!r} is neither a file nor a stored handle or name (no file {str(path)!r}): "
+            "pass a file path, or load it with `rlm-mcp load` and pass the handle."
+        ) from None
 
-        async def run() -> Any:
-            try:
-                return await rlm.acompletion(context, args.query)
-            finally:
-                # SDK connection pools belong to this event loop: close them before it ends.
-                for model in {id(lm): lm, id(sub_lm): sub_lm}.values():
-                    close = getattr(model, "aclose", None)
-                    if close is not None:
-                        await close()
 
-        import anyio
+def _cost_text(usage: Any) -> str:
+    """The run's cost, never `$0.0000` for models whose price nobody knows."""
+    unpriced = list(usage.unknown_cost_models or ())
+    if usage.total_cost is None or (not usage.total_cost and unpriced):
+        return "unknown" + (f" (no price for {', '.join(unpriced)})" if unpriced else "")
+    text = f"${usage.total_cost:.4f}"
+    return text + (f" + unpriced {', '.join(unpriced)}" if unpriced else "")
 
-        result = anyio.run(run)
-    except RLMError as exc:
-        print(f"rlm-mcp complete: {exc}", file=sys.stderr)
-        return 1
+
+def _cmd_complete(args: argparse.Namespace, runtime: Runtime) -> int:
+    from pathlib import Path
+
+    import anyio
+
+    context = _complete_context(args.context, runtime)
+    lm, sub_lm = runtime.lms(
+        args.model,
+        args.sub_model,
+        backend=args.backend,
+        sub_backend=args.sub_backend,
+        base_url=args.base_url,
+    )
+    rlm = runtime.rlm(
+        lm,
+        sub_lm,
+        max_iterations=args.max_iterations,
+        max_depth=args.max_depth,
+        max_cost=args.max_cost,
+        max_time=args.max_time,
+        max_tokens=args.max_tokens,
+        log_dir=Path(args.log_dir).absolute() if args.log_dir else None,
+        verbose=args.verbose,
+    )
+
+    async def run() -> Any:
+        try:
+            return await rlm.acompletion(context, args.query)
+        finally:
+            # SDK connection pools belong to this event loop: close them before it ends.
+            await runtime.aclose()
+
+    result = anyio.run(run)
     print(result.response)
     u = result.usage
-    cost = "unknown" if u.total_cost is None else f"${u.total_cost:.4f}"
-    if u.total_cost is not None and u.unknown_cost_models:
-        cost += f" + unpriced {', '.join(u.unknown_cost_models)}"
     print(
         f"[{result.stop_reason}] {result.iterations} iterations, {u.total_calls} calls, "
-        f"{u.total_input_tokens:,} in / {u.total_output_tokens:,} out tokens, cost {cost}, "
-        f"{result.execution_time:.1f}s",
+        f"{u.total_input_tokens:,} in / {u.total_output_tokens:,} out tokens, cost "
+        f"{_cost_text(u)}, {result.execution_time:.1f}s",
         file=sys.stderr,
     )
     for note in result.notes:
@@ -399,18 +441,22 @@ def _cmd_complete(args: argparse.Namespace, settings: Settings) -> int:
 
 def _add_complete_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("complete", help="answer a question about a file or stored context (RLM)")
-    p.add_argument("--context", required=True, help="a file path or a stored handle ctx_...")
+    p.add_argument("--context", required=True, help="a file path, or a stored handle or name")
     p.add_argument("--query", required=True, help="the question")
     p.add_argument("--backend", default=None, help="root-model backend (default: settings)")
     p.add_argument("--model", default=None, help="root-model name")
     p.add_argument("--sub-backend", default=None, help="backend for llm_query sub-calls")
     p.add_argument("--sub-model", default=None, help="model for llm_query sub-calls")
     p.add_argument("--base-url", default=None, help="OpenAI/Anthropic-compatible base URL")
-    p.add_argument("--max-iterations", type=int, default=None)
-    p.add_argument("--max-depth", type=int, default=None)
-    p.add_argument("--max-tokens", type=int, default=None, help="token budget for the whole run")
-    p.add_argument("--max-cost", type=float, default=None, help="cost budget (USD)")
-    p.add_argument("--max-time", type=float, default=None, help="wall-time budget (seconds)")
+    p.add_argument("--max-iterations", type=_positive(int), default=None)
+    p.add_argument("--max-depth", type=_positive(int), default=None)
+    p.add_argument(
+        "--max-tokens", type=_positive(int), default=None, help="token budget for the whole run"
+    )
+    p.add_argument("--max-cost", type=_positive(float), default=None, help="cost budget (USD)")
+    p.add_argument(
+        "--max-time", type=_positive(float), default=None, help="wall-time budget (seconds)"
+    )
     p.add_argument("--log-dir", default=None, help="write the trajectory JSONL here")
     p.add_argument("--verbose", action="store_true", help="live view of the run on stderr")
     p.set_defaults(handler=_cmd_complete)
@@ -422,7 +468,7 @@ _COMMAND_GROUPS.append(_add_complete_commands)
 # --- trajectory viewer (issue 8) -------------------------------------------------------------
 
 
-def _cmd_view(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_view(args: argparse.Namespace, runtime: Runtime) -> int:
     import webbrowser
 
     from rlm_mcp.viewer import write_html

@@ -31,8 +31,15 @@ DEFAULT_MAX_CONTEXT_BYTES = 4 * 1024**3
 DEFAULT_EXEC_TIMEOUT = 60.0
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
 DEFAULT_WORKER_MEMORY_MB = 2048
-DEFAULT_MAX_SESSIONS = 8
+#: Live sandbox sessions when RLM_MCP_MAX_SESSIONS is unset: derived from the machine's memory
+#: (`runtime.default_max_sessions`), never fewer than this many nor more than the ceiling.
+MIN_DEFAULT_SESSIONS = 4
+MAX_DEFAULT_SESSIONS = 64
 DEFAULT_SESSION_IDLE_SECONDS = 1800.0
+#: A session used within this many seconds is never closed to make room for another.
+DEFAULT_SESSION_GRACE_SECONDS = 60.0
+#: How long a new session waits for room before the call answers "busy, retry".
+DEFAULT_SESSION_WAIT_SECONDS = 30.0
 DEFAULT_MAX_SUB_CALLS = 1_000  # llm_query prompts per sandbox execute
 DEFAULT_MAX_PROMPT_CHARS = 1_000_000  # one llm_query prompt from the sandbox
 # LM
@@ -47,6 +54,13 @@ DEFAULT_MAX_RETRIES = 4
 # Loop
 DEFAULT_MAX_ITERATIONS = 20
 DEFAULT_MAX_DEPTH = 1
+# What a client may ask of one rlm_complete at most (the operator's ceilings)
+DEFAULT_LIMIT_ITERATIONS = 100
+DEFAULT_LIMIT_DEPTH = 3
+DEFAULT_LIMIT_TIME = 3600.0
+DEFAULT_LIMIT_TOKENS = 20_000_000
+#: Characters one tool result may carry (its structured content; the text copy repeats it).
+DEFAULT_MAX_RESULT_CHARS = 100_000
 # Server
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -80,13 +94,35 @@ ENV_VARS: dict[str, str] = {
     "RLM_MCP_EXEC_TIMEOUT": "Seconds a run_repl call may run before it is interrupted.",
     "RLM_MCP_MAX_OUTPUT_CHARS": "Cap on the printed output one REPL call returns.",
     "RLM_MCP_WORKER_MEMORY_MB": "Address-space limit of a sandbox worker, above its context.",
-    "RLM_MCP_MAX_SESSIONS": "Live sandbox workers at most; the oldest idle one is closed first.",
+    "RLM_MCP_MAX_SESSIONS": (
+        "Live sandbox workers at most (default: twice the machine's memory divided by "
+        "RLM_MCP_WORKER_MEMORY_MB, between 4 and 64)."
+    ),
+    "RLM_MCP_SESSION_GRACE_SECONDS": (
+        "A session used within this many seconds is never closed to make room (default 60)."
+    ),
+    "RLM_MCP_SESSION_WAIT_SECONDS": (
+        "How long a new session waits for room before the call answers busy (default 30)."
+    ),
     "RLM_MCP_MAX_SUB_CALLS": "llm_query prompts one run_repl call may send at most (default 1000).",
     "RLM_MCP_MAX_PROMPT_CHARS": "Characters in one llm_query prompt from code (default 1,000,000).",
     "RLM_MCP_SESSION_IDLE_SECONDS": "Idle sandbox sessions are closed after this many seconds.",
     "RLM_MCP_MAX_ITERATIONS": "Root-model turns at most in one rlm_complete.",
     "RLM_MCP_MAX_DEPTH": "Recursion depth of llm_query inside the sandbox (1 = plain sub-calls).",
+    "RLM_MCP_LIMIT_ITERATIONS": "Most max_iterations a client may ask of rlm_complete (100).",
+    "RLM_MCP_LIMIT_DEPTH": "Most max_depth a client may ask of rlm_complete (default 3).",
+    "RLM_MCP_LIMIT_TIME": "Most seconds one rlm_complete may run (default 3600).",
+    "RLM_MCP_LIMIT_TOKENS": "Most tokens one rlm_complete may use (default 20,000,000).",
+    "RLM_MCP_LIMIT_COST": "Most USD one rlm_complete may cost (default: no ceiling).",
+    "RLM_MCP_MAX_RESULT_CHARS": (
+        "Characters one tool result may hold; a longer answer is stored as a context "
+        "(default 100,000)."
+    ),
     "RLM_MCP_TOKEN": "Bearer token for the HTTP transport; required when binding off loopback.",
+    "RLM_MCP_TOKENS_FILE": (
+        "File of 'TOKEN TENANT' lines: several bearer tokens, each a tenant that sees only "
+        "its own contexts, sessions and runs."
+    ),
     "RLM_MCP_LOG_LEVEL": "Logging level on stderr (DEBUG, INFO, WARNING, ...).",
     "OPENAI_API_KEY": "Key for the openai backend.",
     "OPENAI_BASE_URL": "Base URL for the openai backend (any OpenAI-compatible server).",
@@ -98,10 +134,15 @@ ENV_VARS: dict[str, str] = {
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:
-    """The platform's cache folder for rlm-mcp, or `RLM_MCP_HOME` when set."""
-    env = os.environ if environ is None else environ
-    if env.get("RLM_MCP_HOME"):
-        return Path(env["RLM_MCP_HOME"]).expanduser()
+    """The platform's cache folder for rlm-mcp, or `RLM_MCP_HOME` when `environ` sets it.
+
+    Without `environ` nothing of ours is read (library code must not be steered by the
+    process environment); the platform's own cache convention (XDG_CACHE_HOME, LOCALAPPDATA)
+    still decides where that folder is.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if environ is not None and environ.get("RLM_MCP_HOME"):
+        return Path(environ["RLM_MCP_HOME"]).expanduser()
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "rlm-mcp"
     if sys.platform == "win32":
@@ -140,13 +181,22 @@ class Settings:
     exec_timeout: float = DEFAULT_EXEC_TIMEOUT
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
     worker_memory_mb: int = DEFAULT_WORKER_MEMORY_MB
-    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_sessions: int | None = None  # None: derived from memory (runtime.default_max_sessions)
+    session_grace_seconds: float = DEFAULT_SESSION_GRACE_SECONDS
+    session_wait_seconds: float = DEFAULT_SESSION_WAIT_SECONDS
     max_sub_calls: int = DEFAULT_MAX_SUB_CALLS
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
     max_iterations: int = DEFAULT_MAX_ITERATIONS
     max_depth: int = DEFAULT_MAX_DEPTH
+    limit_iterations: int = DEFAULT_LIMIT_ITERATIONS
+    limit_depth: int = DEFAULT_LIMIT_DEPTH
+    limit_time: float = DEFAULT_LIMIT_TIME
+    limit_tokens: int = DEFAULT_LIMIT_TOKENS
+    limit_cost: float | None = None
+    max_result_chars: int = DEFAULT_MAX_RESULT_CHARS
     token: str | None = None
+    tokens_file: str | None = None
     log_level: str = "WARNING"
 
     def __post_init__(self) -> None:

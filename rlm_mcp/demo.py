@@ -18,6 +18,7 @@ from typing import Any
 
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import RLMError
+from rlm_mcp.runtime import Runtime
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -68,14 +69,13 @@ def _scripted_models(key: str) -> tuple[Any, Any]:
 
 
 async def run_demo(
-    settings: Settings,
+    runtime: Runtime,
     *,
     chars: int = DEFAULT_DEMO_CHARS,
     real_models: bool = False,
-    environ: dict[str, str] | None = None,
     say: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Run the demo; `say` receives each line of the narration."""
+    """Run the demo over `runtime`'s settings; `say` receives each line of the narration."""
     from mcp import Client
 
     from rlm_mcp.bench.tasks.generators import make_sniah
@@ -83,14 +83,19 @@ async def run_demo(
 
     t0 = time.perf_counter()
     task = make_sniah(chars, seed=7, depth=0.62)
+    settings = runtime.settings
     path = demo_path(settings, chars)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.stat().st_size == 0:
         path.write_text(task.context, encoding="utf-8")
     key = task.metadata["key"]
-    factory = None if real_models else (lambda m, s: _scripted_models(key))
-    server = build_server(settings, lm_factory=factory, environ=environ)
-    say(f"rlm-mcp demo: a {len(task.context):,}-character haystack with one needle ({path})")
+    if not real_models:
+        runtime = Runtime(settings, lm_factory=lambda m, s: _scripted_models(key))
+    server = build_server(runtime=runtime)
+    say(
+        f"rlm-mcp demo: a {len(task.context):,}-character haystack with one needle for the key "
+        f"{key}, among distractor needles for other keys ({path})"
+    )
     failure: RLMError | None = None
     async with Client(server) as client:
         try:
@@ -117,7 +122,9 @@ async def _drive(
     client: Any, task: Any, path: Path, real: bool, say: Callable[[str], None]
 ) -> tuple[str, dict[str, Any]]:
     """load_context, run_repl, rlm_complete: (handle, rlm_complete's structured result)."""
-    loaded = await client.call_tool("load_context", {"path": str(path), "name": "demo"})
+    loaded = await client.call_tool(
+        "load_context", {"path": str(path), "name": "demo", "replace": True}
+    )
     _check(loaded, "load_context")
     info = loaded.structured_content or {}
     handle = str(info["handle"])
@@ -127,11 +134,17 @@ async def _drive(
         f"{lines:,} line{'' if lines == 1 else 's'}"
     )
 
-    code = "import re\nprint(len(re.findall(r'special magic number', context)), 'needles')"
+    key = task.metadata["key"]
+    code = (
+        "import re\nfound = re.findall(r'magic number for (\\S+) is', context)\n"
+        f"print(len(found), 'needles:', found.count({key!r}), 'for {key},', "
+        f"len(found) - found.count({key!r}), 'distractors for other keys')"
+    )
     ran = await client.call_tool("run_repl", {"code": code, "handle": handle})
     _check(ran, "run_repl")
     shown = ran.structured_content["output"].strip()
-    say(f"\n2. run_repl\n   >>> {code.splitlines()[-1]}\n   {shown}")
+    shown_code = "\n   ... ".join(code.splitlines()[1:])
+    say(f"\n2. run_repl\n   >>> {shown_code}\n   {shown}")
 
     label = "your configured models" if real else "a scripted root model (offline)"
     say(f"\n3. rlm_complete with {label}\n   Q: {task.question}")

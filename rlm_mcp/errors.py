@@ -3,12 +3,15 @@
 ```
 RLMError                          every error rlm-mcp raises on purpose
 ├── ConfigError                   bad or missing configuration (flags, env vars, backend names)
-│   └── MissingAPIKeyError        a provider needs a key that is not set
+│   ├── MissingAPIKeyError        a provider needs a key that is not set
+│   └── ArgumentError             a call's argument is out of range or above a server ceiling
 ├── ContextError                  anything about stored contexts
 │   ├── ContextNotFoundError      unknown handle or name
 │   ├── InputTooLargeError        a load or a read over a configured cap
 │   └── UnreadablePathError       missing path, no permission, nothing textual to load
 ├── SandboxError                  host-side misuse of a REPL session (closed session, bad limits)
+│   ├── SessionBusyError          no room for another session right now; retry later
+│   └── SessionExpiredError       a session handle that is unknown, expired or someone else's
 ├── ProviderError                 a language-model call failed after its retries
 │   ├── ProviderTimeoutError      ... because it ran out of time
 │   └── SamplingUnavailableError  the MCP client cannot sample (no capability, no back channel)
@@ -23,6 +26,7 @@ to act on them. The server maps these to tool errors and the CLI to one stderr l
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "BudgetExceededError",
     "ConfigError",
     "ContextError",
@@ -34,6 +38,8 @@ __all__ = [
     "RLMError",
     "SamplingUnavailableError",
     "SandboxError",
+    "SessionBusyError",
+    "SessionExpiredError",
     "TrajectoryError",
     "UnreadablePathError",
 ]
@@ -58,6 +64,10 @@ class MissingAPIKeyError(ConfigError):
             "OpenAI-compatible server instead: backend ollama, llamacpp or vllm with a model "
             "name, or OPENAI_BASE_URL."
         )
+
+
+class ArgumentError(ConfigError):
+    """A call's argument is empty, out of range, or above a ceiling the operator set."""
 
 
 class ContextError(RLMError):
@@ -92,6 +102,14 @@ class SandboxError(RLMError):
     Mistakes in the sandboxed code itself are not raised: they come back as an `ExecResult`
     with a status, so a model can read them and try again.
     """
+
+
+class SessionBusyError(SandboxError):
+    """Every sandbox session this caller may use is busy; the message says when to retry."""
+
+
+class SessionExpiredError(SandboxError):
+    """A session handle that this server never minted for this caller, or that has expired."""
 
 
 class ProviderError(RLMError):

@@ -15,5 +15,7 @@ def _isolated_home(
     """No test may touch the user's real data folder or read real provider keys."""
     home = tmp_path_factory.mktemp("rlm-home")
     monkeypatch.setenv("RLM_MCP_HOME", str(home))
+    # the library ignores RLM_MCP_HOME; its default follows the platform's cache folder
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "xdg-cache"))
     for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(var, raising=False)

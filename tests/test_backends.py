@@ -10,10 +10,11 @@ import pytest
 from mcp import Client
 from mcp.types import CreateMessageResult, TextContent
 
-from rlm_mcp.backends import build_lms, pick_backend
+from rlm_mcp.backends import pick_backend
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import MissingAPIKeyError
 from rlm_mcp.lm.cache import CachedLM
+from rlm_mcp.runtime import Runtime
 from rlm_mcp.server import build_server
 
 
@@ -41,21 +42,22 @@ def test_auto_without_any_key_or_client_names_both_keys() -> None:
 def test_an_anthropic_key_alone_gets_an_anthropic_model_not_the_openai_default(
     tmp_path: Path,
 ) -> None:
-    lm, sub = build_lms(Settings(home=tmp_path), environ={"ANTHROPIC_API_KEY": "a"})
+    lm, sub = Runtime(Settings(home=tmp_path), environ={"ANTHROPIC_API_KEY": "a"}).lms()
     assert lm.backend == "anthropic"
     assert lm.model.startswith("claude")
-    assert sub is None
+    assert sub is lm
 
 
 def test_a_separate_sub_model_is_cached_on_disk_unless_turned_off(tmp_path: Path) -> None:
     env = {"OPENAI_API_KEY": "k"}
-    lm, sub = build_lms(Settings(home=tmp_path, sub_model="small"), environ=env)
+    lm, sub = Runtime(Settings(home=tmp_path, sub_model="small"), environ=env).lms()
     assert isinstance(sub, CachedLM) and sub.model == "small"
     assert lm.model == "gpt-5-mini"
-    _, plain = build_lms(
+    plain_runtime = Runtime(
         Settings(home=tmp_path, sub_model="small", subcall_cache=False), environ=env
     )
-    assert plain is not None and not isinstance(plain, CachedLM)
+    _, plain = plain_runtime.lms()
+    assert plain.model == "small" and not isinstance(plain, CachedLM)
 
 
 async def _sampler(context: Any, params: Any) -> CreateMessageResult:

@@ -13,9 +13,10 @@ from mcp import Client
 from mcp.types import CreateMessageResult, TextContent
 
 from rlm_mcp.config import Settings
+from rlm_mcp.errors import SessionExpiredError
 from rlm_mcp.lm.scripted import ScriptedLM
 from rlm_mcp.server import build_server
-from rlm_mcp.server.state import session_key
+from rlm_mcp.server.identity import Caller, SessionRegistry
 
 pytestmark = pytest.mark.anyio
 
@@ -139,18 +140,17 @@ async def test_two_legacy_clients_never_see_each_others_variables(tmp_path: Path
 
 
 def test_modern_http_calls_without_a_session_get_a_fresh_unguessable_one() -> None:
-    from types import SimpleNamespace
-
-    def ctx(token: str) -> Any:
-        return SimpleNamespace(protocol_version="2026-07-28", headers={"authorization": token})
-
-    k1, n1 = session_key(ctx("Bearer t"), None)
-    k2, n2 = session_key(ctx("Bearer t"), None)
+    registry = SessionRegistry(idle_seconds=60)
+    alice = Caller(tenant="t", legacy=False, http=True)
+    k1, n1 = registry.key_for(alice, None)
+    k2, n2 = registry.key_for(alice, None)
     assert n1 != n2 and k1 != k2
-    assert len(n1) >= 16
-    # passing the returned name back reaches the same session
-    assert session_key(ctx("Bearer t"), n1)[0] == k1
-    assert session_key(ctx("Bearer u"), n1)[0] != k1
+    assert n1.startswith("sess_") and len(n1) == len("sess_") + 32  # 128 random bits
+    # passing the returned handle back reaches the same session
+    assert registry.key_for(alice, n1)[0] == k1
+    # the same handle from another tenant is refused, not a session of its own
+    with pytest.raises(SessionExpiredError, match="unknown or expired"):
+        registry.key_for(Caller(tenant="u", legacy=False, http=True), n1)
 
 
 async def test_an_unexpected_exception_becomes_a_readable_tool_error(

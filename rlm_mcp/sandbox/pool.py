@@ -1,22 +1,37 @@
-"""A capped pool of sessions keyed by the caller's session id; idle ones are reaped.
+"""A capped pool of sandbox sessions, shared fairly between owners (tenants).
 
-Callers hold a session through `lease`, so the pool never closes one that is running code: to
-make room it closes the least recently used *idle* session, and when every live session is busy
-a new caller waits for one to finish (each call ends within its timeout) instead of failing. A
-session that was closed to make room, or for being idle, says so on its next call (a note and
-`reset`), so a caller learns why its variables are gone.
+Callers hold a session through `lease`, so the pool never closes one that is running code. Room
+for a new session is made only by closing a session of the *same owner* that nobody has used for
+`grace_seconds`: a warm session that a client is still working with is never collateral damage of
+another client's load, and one tenant can never evict another's. When there is no such session
+the new caller waits (bounded by `wait_seconds`) and then gets `SessionBusyError`, which says when
+to retry, instead of a session that silently lost its variables.
+
+Each owner may also hold at most `owner_max_sessions` live sessions and run at most
+`owner_max_running` calls at once: with several tenants on one machine, one tenant's busy loops
+take its own share of the CPU and workers, never everyone's. Keys are tuples of typed parts
+chosen by the caller (the server's `SessionKey`), never strings joined from client input.
+
+A session closed to make room, or for being idle, says so on its next call (a note and `reset`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 
 import anyio
 
-from rlm_mcp.config import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_SECONDS
+from rlm_mcp.config import (
+    DEFAULT_SESSION_GRACE_SECONDS,
+    DEFAULT_SESSION_IDLE_SECONDS,
+    DEFAULT_SESSION_WAIT_SECONDS,
+    MIN_DEFAULT_SESSIONS,
+)
+from rlm_mcp.errors import SessionBusyError
 from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits, SandboxSession
 from rlm_mcp.sandbox.types import SubCallHandler
 
@@ -27,22 +42,32 @@ _REMEMBERED = 4096
 
 
 class SessionPool:
-    """At most `max_sessions` live workers; the least recently used idle one makes room."""
+    """At most `max_sessions` live workers; owners share them without evicting each other."""
 
     def __init__(
         self,
         *,
         limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen
-        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_sessions: int = MIN_DEFAULT_SESSIONS,
         idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS,
+        grace_seconds: float = DEFAULT_SESSION_GRACE_SECONDS,
+        wait_seconds: float = DEFAULT_SESSION_WAIT_SECONDS,
+        owner_max_sessions: int | None = None,
+        owner_max_running: int | None = None,
     ) -> None:
         self.limits = limits
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
-        self._sessions: dict[str, SandboxSession] = {}
-        self._leases: dict[str, int] = {}
+        self.grace_seconds = grace_seconds
+        self.wait_seconds = wait_seconds
+        self.owner_max_sessions = owner_max_sessions or max_sessions
+        self.owner_max_running = owner_max_running
+        self._sessions: dict[Hashable, SandboxSession] = {}
+        self._owners: dict[Hashable, Hashable] = {}
+        self._leases: dict[Hashable, int] = {}
+        self._running: dict[Hashable, anyio.Semaphore] = {}
         self._freed = anyio.Event()
-        self._closed_why: OrderedDict[str, str] = OrderedDict()
+        self._closed_why: OrderedDict[Hashable, str] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -50,30 +75,61 @@ class SessionPool:
     def __contains__(self, key: object) -> bool:
         return key in self._sessions
 
+    def live_keys(self) -> list[Hashable]:
+        """The keys of the live sessions."""
+        return list(self._sessions)
+
+    def owned_by(self, owner: Hashable) -> list[Hashable]:
+        """The live session keys of `owner`."""
+        return [k for k, o in self._owners.items() if o == owner]
+
     @asynccontextmanager
     async def lease(
         self,
-        key: str,
+        key: Hashable,
         *,
+        owner: Hashable = None,
         context: ContextSpec | None = None,
         sub_calls: SubCallHandler | None = None,
     ) -> AsyncIterator[SandboxSession]:
-        """The session for `key`, held for the block: the pool will not close it meanwhile."""
+        """The session for `key`, held for the block: the pool will not close it meanwhile.
+
+        With `owner_max_running`, the block also holds one of the owner's run slots, so an
+        owner's concurrent calls queue behind each other instead of taking every core.
+        """
         self._leases[key] = self._leases.get(key, 0) + 1
         try:
-            yield await self.get(key, context=context, sub_calls=sub_calls)
+            session = await self._get(key, owner=owner, context=context, sub_calls=sub_calls)
+            if self.owner_max_running is None:
+                yield session
+            else:
+                slots = self._running.setdefault(owner, anyio.Semaphore(self.owner_max_running))
+                async with slots:
+                    yield session
         finally:
             self._leases[key] -= 1
             if not self._leases[key]:
                 del self._leases[key]
-                self._freed.set()
+            self._wake()
 
     async def get(
         self,
-        key: str,
+        key: Hashable,
         *,
+        owner: Hashable = None,
         context: ContextSpec | None = None,
         sub_calls: SubCallHandler | None = None,
+    ) -> SandboxSession:
+        """The session for `key` without holding it (it may be closed for room once idle)."""
+        return await self._get(key, owner=owner, context=context, sub_calls=sub_calls)
+
+    async def _get(
+        self,
+        key: Hashable,
+        *,
+        owner: Hashable,
+        context: ContextSpec | None,
+        sub_calls: SubCallHandler | None,
     ) -> SandboxSession:
         """The session for `key`, created (and started) or reused.
 
@@ -88,41 +144,91 @@ class SessionPool:
             session.last_used = time.monotonic()
             return session
         await self.reap_idle()
-        while len(self._sessions) >= self.max_sessions:
-            idle = [k for k in self._sessions if not self._leases.get(k)]
-            if idle:
-                oldest = min(idle, key=lambda k: self._sessions[k].last_used)
-                await self.close(
-                    oldest,
-                    why=f"it was closed to make room for another (at most {self.max_sessions} "
-                    "live sessions: RLM_MCP_MAX_SESSIONS)",
-                )
-                continue
-            if self._freed.is_set():  # one event per round, shared by every waiter
-                self._freed = anyio.Event()
-            await self._freed.wait()  # every live session is running code; one ends soon
-            if key in self._sessions:  # a concurrent caller of the same key made it meanwhile
-                return await self.get(key, context=context, sub_calls=sub_calls)
+        await self._make_room(owner)
+        if key in self._sessions:  # a concurrent caller of the same key made it meanwhile
+            return await self._get(key, owner=owner, context=context, sub_calls=sub_calls)
         session = SandboxSession(context=context, limits=self.limits, sub_calls=sub_calls)
         why = self._closed_why.pop(key, None)
         if why is not None:
             session.carry_note(f"session restarted: {why}; its variables are gone", reset=True)
         self._sessions[key] = session
+        self._owners[key] = owner
         try:
             await session.start()
         except BaseException:
             self._sessions.pop(key, None)
+            self._owners.pop(key, None)
+            self._wake()
             raise
         return session
 
-    async def close(self, key: str, *, why: str | None = None) -> None:
+    def _full_for(self, owner: Hashable) -> bool:
+        return (
+            len(self._sessions) >= self.max_sessions
+            or len(self.owned_by(owner)) >= self.owner_max_sessions
+        )
+
+    def _evictable(self, owner: Hashable, now: float) -> list[Hashable]:
+        """`owner`'s sessions that nobody holds and nobody has used for `grace_seconds`."""
+        return [
+            k
+            for k in self.owned_by(owner)
+            if not self._leases.get(k) and now - self._sessions[k].last_used >= self.grace_seconds
+        ]
+
+    def _next_evictable_in(self, owner: Hashable, now: float) -> float:
+        """Seconds until one of `owner`'s idle sessions passes its grace period (inf if none)."""
+        waits = [
+            self.grace_seconds - (now - self._sessions[k].last_used)
+            for k in self.owned_by(owner)
+            if not self._leases.get(k)
+        ]
+        return max(0.0, min(waits)) if waits else math.inf
+
+    async def _make_room(self, owner: Hashable) -> None:
+        deadline = time.monotonic() + self.wait_seconds
+        while self._full_for(owner):
+            now = time.monotonic()
+            idle = self._evictable(owner, now)
+            if idle:
+                oldest = min(idle, key=lambda k: self._sessions[k].last_used)
+                await self.close(
+                    oldest,
+                    why=f"it was closed to make room for another session of the same client "
+                    f"(it had been idle over {self.grace_seconds:.0f}s; at most "
+                    f"{self.max_sessions} live sessions: RLM_MCP_MAX_SESSIONS)",
+                )
+                continue
+            left = deadline - now
+            if left <= 0:
+                retry = self._next_evictable_in(owner, now)
+                hint = f"{math.ceil(retry)}" if retry < math.inf else "a few"
+                raise SessionBusyError(
+                    f"Busy: all {len(self._sessions)} sandbox sessions available to this client "
+                    f"are in use (RLM_MCP_MAX_SESSIONS={self.max_sessions}); retry in {hint} "
+                    "s, or reuse one of your sessions by passing its `session` back."
+                )
+            with anyio.move_on_after(min(left, self._next_evictable_in(owner, now) + 0.01)):
+                await self._wait_freed()
+
+    async def _wait_freed(self) -> None:
+        if self._freed.is_set():  # one event per round, shared by every waiter
+            self._freed = anyio.Event()
+        await self._freed.wait()
+
+    def _wake(self) -> None:
+        self._freed.set()
+
+    async def close(self, key: Hashable, *, why: str | None = None) -> None:
         """Close `key`'s session; with `why`, its next call is told the reason."""
         session = self._sessions.pop(key, None)
+        self._owners.pop(key, None)
         if session is not None:
             if why is not None:
                 self._closed_why[key] = why
                 while len(self._closed_why) > _REMEMBERED:
                     self._closed_why.popitem(last=False)
+            self._wake()
             await session.close()
 
     async def reap_idle(self) -> int:

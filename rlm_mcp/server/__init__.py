@@ -14,12 +14,14 @@ from contextlib import asynccontextmanager
 from mcp.server import MCPServer
 
 from rlm_mcp.config import Settings
+from rlm_mcp.runtime import LMFactory, Runtime
+from rlm_mcp.server.app import RLMServer
 from rlm_mcp.server.http import http_app, serve
 from rlm_mcp.server.resources import register_resources
-from rlm_mcp.server.state import AppState, LMFactory, session_key
+from rlm_mcp.server.state import AppState
 from rlm_mcp.server.tools import register_tools
 
-__all__ = ["AppState", "LMFactory", "build_server", "http_app", "serve", "session_key"]
+__all__ = ["AppState", "LMFactory", "RLMServer", "build_server", "http_app", "serve"]
 
 INSTRUCTIONS = (
     "For inputs too large to read: load_context stores text, a file or a directory and returns "
@@ -32,23 +34,25 @@ INSTRUCTIONS = (
 def build_server(
     settings: Settings | None = None,
     *,
+    runtime: Runtime | None = None,
     store: object | None = None,
     lm_factory: LMFactory | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> MCPServer:
-    """The rlm-mcp MCPServer.
+    """The rlm-mcp server over `runtime` (or one built from `settings`, `environ`, ...).
 
     `environ` is where provider keys come from (the CLI passes os.environ; library code never
     reads it itself); `store` shares an open ContextStore; `lm_factory` injects models (tests).
     """
-    settings = settings if settings is not None else Settings()
+    if runtime is None:
+        runtime = Runtime(
+            settings,
+            environ=environ,
+            store=store,  # type: ignore[arg-type]
+            lm_factory=lm_factory,
+        )
     # one state per server so resources (which get no lifespan context) reach the same store
-    state = AppState(
-        settings=settings,
-        environ=dict(environ or {}),
-        store=store,  # type: ignore[arg-type]
-        lm_factory=lm_factory,
-    )
+    state = AppState(runtime)
 
     @asynccontextmanager
     async def lifespan(server: MCPServer) -> AsyncIterator[AppState]:
@@ -57,7 +61,7 @@ def build_server(
         finally:
             await state.aclose()
 
-    mcp = MCPServer("rlm-mcp", instructions=INSTRUCTIONS, lifespan=lifespan)
+    mcp = RLMServer("rlm-mcp", instructions=INSTRUCTIONS, lifespan=lifespan)
     register_tools(mcp, state)
     register_resources(mcp, state)
     return mcp

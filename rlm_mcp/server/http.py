@@ -1,26 +1,36 @@
 """Transports: stdio for desktop clients, streamable HTTP (with DNS-rebinding protection always on
-and an optional bearer token) for shared servers."""
+and bearer tokens) for shared servers.
+
+Tokens: RLM_MCP_TOKEN (one token, tenant "default") and/or RLM_MCP_TOKENS_FILE (`TOKEN TENANT`
+lines). Every HTTP request must carry one of them when any is set; binding off loopback without
+one is refused before anything listens.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import hmac
+import socket
+import sys
+from typing import TYPE_CHECKING, Any
 
 from rlm_mcp.config import Settings
+from rlm_mcp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rlm_mcp.runtime import Runtime
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def require_token(app: Any, token: str) -> Any:
-    """Wrap an ASGI app so every HTTP request must carry `Authorization: Bearer <token>`."""
-    import hmac
-
-    expected = f"Bearer {token}".encode()
+def require_token(app: Any, tokens: list[str]) -> Any:
+    """Wrap an ASGI app so every HTTP request must carry `Authorization: Bearer <one of tokens>`."""
+    expected = [f"Bearer {t}".encode() for t in tokens]
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             got = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(got, expected):
+            # compare with every token, always, so timing says nothing about which one is close
+            if not sum(hmac.compare_digest(got, e) for e in expected):
                 await send(
                     {
                         "type": "http.response.start",
@@ -43,49 +53,77 @@ def require_token(app: Any, token: str) -> Any:
     return guarded
 
 
+def _runtime(settings_or_runtime: Settings | Runtime, environ: Any = None) -> Runtime:
+    from rlm_mcp.runtime import Runtime
+
+    if isinstance(settings_or_runtime, Runtime):
+        return settings_or_runtime
+    return Runtime(settings_or_runtime, environ=environ)
+
+
 def http_app(
-    settings: Settings,
+    settings: Settings | Runtime,
     *,
     host: str = "127.0.0.1",
     port: int = 8765,
-    environ: Mapping[str, str] | None = None,
+    environ: Any = None,
 ) -> Any:
-    """The streamable-HTTP ASGI app: DNS-rebinding protection always on, token when set."""
+    """The streamable-HTTP ASGI app: DNS-rebinding protection always on, tokens when set."""
     from mcp.server.transport_security import TransportSecuritySettings
 
-    loopback = host in LOOPBACK
-    if not loopback and not settings.token:
-        raise ValueError(f"binding to {host} needs RLM_MCP_TOKEN set; or bind 127.0.0.1")
+    from rlm_mcp.server import build_server
+
+    runtime = _runtime(settings, environ)
+    tokens = runtime.tokens()
+    if host not in LOOPBACK and not tokens:
+        raise ConfigError(
+            f"Binding to {host} needs a bearer token: set RLM_MCP_TOKEN (or RLM_MCP_TOKENS_FILE) "
+            "in the server's environment, or bind 127.0.0.1."
+        )
     hosts = [f"{host}:{port}", host, f"127.0.0.1:{port}", f"localhost:{port}"]
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=hosts,
         allowed_origins=[f"http://{h}" for h in hosts],
     )
-    from rlm_mcp.server import build_server
+    app = build_server(runtime=runtime).streamable_http_app(transport_security=security)
+    return require_token(app, list(tokens)) if tokens else app
 
-    app = build_server(settings, environ=environ).streamable_http_app(transport_security=security)
-    return require_token(app, settings.token) if settings.token else app
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port something else holds, before the server prints that it serves there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot listen on {host}:{port}: {exc.strerror or exc}. Choose another port "
+                "with --port, or stop the program that uses it."
+            ) from None
 
 
 def serve(
-    settings: Settings,
+    settings: Settings | Runtime,
     *,
     transport: str = "stdio",
     host: str = "127.0.0.1",
     port: int = 8765,
-    environ: Mapping[str, str] | None = None,
+    environ: Any = None,
 ) -> None:
     """Run the server until the client disconnects (stdio) or the process is stopped (HTTP)."""
+    runtime = _runtime(settings, environ)
+    runtime.check()
     if transport == "stdio":
         from rlm_mcp.server import build_server
 
-        build_server(settings, environ=environ).run()
+        build_server(runtime=runtime).run()
         return
     import uvicorn
 
-    try:
-        app = http_app(settings, host=host, port=port, environ=environ)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+    app = http_app(runtime, host=host, port=port)
+    check_port(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"rlm-mcp: serving MCP (streamable HTTP) at http://{shown}:{port}/mcp", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning")

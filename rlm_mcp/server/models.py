@@ -33,8 +33,8 @@ def _is_empty(value: Any) -> bool:
 
 def _quiet(default: Any = None, **kwargs: Any) -> Any:
     """A field with a default that is left out of the result while it holds that default."""
-    if isinstance(default, list):
-        return Field(default_factory=list, exclude_if=_is_empty, **kwargs)
+    if isinstance(default, list | dict):
+        return Field(default_factory=type(default), exclude_if=_is_empty, **kwargs)
     return Field(default, exclude_if=_is_empty, **kwargs)
 
 
@@ -46,17 +46,21 @@ class ContextSummary(BaseModel):
     """A stored context as the model sees it."""
 
     handle: str
-    name: OptStr
+    name: OptStr = _quiet()
     chars: int
     lines: int
-    documents: int
+    documents: int = _quiet(0, description="files in a directory or glob load")
     source: str
     preview: str = _quiet("")
     replaced: int = _quiet(0, description="undecodable bytes shown as U+FFFD (binary input?)")
+    skipped: Annotated[dict[str, int], WithJsonSchema({"type": "object"})] = _quiet(
+        {}, description="files a directory or glob load left out, by reason"
+    )
 
 
 class ContextList(BaseModel):
     contexts: Annotated[list[ContextSummary], _list_of(ContextSummary)]
+    more: int = _quiet(0, description="contexts not listed (oldest first are shown)")
 
 
 class Deleted(BaseModel):
@@ -80,6 +84,9 @@ class ReplResult(BaseModel):
     truncated: bool = _quiet(False, description="output was cut; print less or slice")
     reset: bool = _quiet(False, description="the session was restarted; variables are gone")
     final: OptStr = _quiet()
+    final_context: OptStr = _quiet(
+        description="when `final` was too long for a result: the context that holds all of it"
+    )
     notes: list[str] = _quiet(
         [], description="what the sandbox did to this call (cut, interrupted)"
     )
@@ -92,6 +99,9 @@ class ReplResult(BaseModel):
 
 class CompleteResult(BaseModel):
     answer: str
+    answer_context: OptStr = _quiet(
+        description="when the answer was too long for a result: the context that holds all of it"
+    )
     iterations: int
     stop_reason: str
     usage: dict[str, Any]
@@ -103,9 +113,14 @@ class CompleteResult(BaseModel):
 
 class QueryResult(BaseModel):
     text: str
+    text_context: OptStr = _quiet(
+        description="when the reply was too long for a result: the context that holds all of it"
+    )
     model: str
     input_tokens: OptInt = _quiet()
     output_tokens: OptInt = _quiet()
+    slice_cut: bool = _quiet(False, description="the context slice was cut to the range cap")
+    notes: list[str] = _quiet([], description="what was cut, and how to get the rest")
 
 
 class TrajectoryInfo(BaseModel):

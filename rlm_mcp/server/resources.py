@@ -58,52 +58,86 @@ def list_trajectories(folder: Path) -> list[TrajectoryInfo]:
     return found[:MAX_TRAJECTORIES_LISTED]
 
 
+def _bounds(start: str, end: str) -> tuple[int, int]:
+    """`chars/START-END` as numbers, or one line saying what to send."""
+    try:
+        a, b = int(start), int(end)
+    except ValueError:
+        raise ResourceError(
+            f"chars/{start[:20]}-{end[:20]} is not a range: send chars/START-END with whole "
+            "numbers, e.g. chars/0-5000."
+        ) from None
+    if a < 0 or b <= a:
+        raise ResourceError(
+            f"chars/{a}-{b} is empty or reversed: send chars/START-END with 0 <= START < END."
+        )
+    return a, b
+
+
 def register_resources(mcp: MCPServer, state: AppState) -> None:
-    """Add the rlm://contexts and rlm://trajectories resources."""
-    folder = state.settings.trajectory_dir
+    """Add the rlm://contexts and rlm://trajectories resources (each caller sees its own)."""
 
     @mcp.resource("rlm://contexts", mime_type="application/json")
     async def contexts_resource() -> str:
-        st = state.get_store()
+        # static resources get no request context: this lists the local (untenanted) store;
+        # with tokens, callers use list_contexts or rlm://contexts/{handle}, which are scoped
+        if state.runtime.tokens():
+            raise ResourceError("With bearer tokens, call list_contexts to see your contexts.")
+        st = state.runtime.store()
         infos = await anyio.to_thread.run_sync(st.list)
-        return ContextList(contexts=[summary_of(i) for i in infos]).model_dump_json()
+        return ContextList(contexts=[summary_of(i) for i in infos[:200]]).model_dump_json()
 
     @mcp.resource("rlm://contexts/{handle}", mime_type="application/json")
     async def context_resource(handle: str, ctx: Context) -> str:
-        st = state.get_store()
         try:
-            info = await anyio.to_thread.run_sync(lambda: st.info(handle))
+            st, info = await state.resolve(state.caller(ctx), handle)
             preview = await anyio.to_thread.run_sync(lambda: st.preview(info.handle))
         except RLMError as exc:
             raise ResourceError(explain(exc)) from None
         return summary_of(info, preview).model_dump_json()
 
     @mcp.resource("rlm://contexts/{handle}/chars/{start}-{end}", mime_type="text/plain")
-    async def context_range(handle: str, start: int, end: int, ctx: Context) -> str:
-        st = state.get_store()
-        length = max(0, min(int(end) - int(start), MAX_RANGE_CHARS))
+    async def context_range(handle: str, start: str, end: str, ctx: Context) -> str:
+        a, b = _bounds(start, end)
         try:
+            st, info = await state.resolve(state.caller(ctx), handle)
+            if a >= info.chars:
+                raise ResourceError(
+                    f"chars/{a}-{b} starts past the end of {info.handle} ({info.chars:,} chars)."
+                )
+            length = min(b - a, MAX_RANGE_CHARS)
             return await anyio.to_thread.run_sync(
-                lambda: st.read(handle, start=int(start), length=length)
+                lambda: st.read(info.handle, start=a, length=length)
             )
         except RLMError as exc:
             raise ResourceError(explain(exc)) from None
 
     @mcp.resource("rlm://trajectories", mime_type="application/json")
     async def trajectories_resource() -> str:
+        if state.runtime.tokens():
+            raise ResourceError(
+                "With bearer tokens, read rlm://trajectories/RUN_ID of your own runs (each "
+                "rlm_complete result names its run)."
+            )
+        folder = state.settings.trajectory_dir
         runs = await anyio.to_thread.run_sync(lambda: list_trajectories(folder))
         return "[" + ",".join(r.model_dump_json() for r in runs) + "]"
 
     @mcp.resource("rlm://trajectories/{run_id}", mime_type="application/x-ndjson")
     async def trajectory_resource(run_id: str, ctx: Context) -> str:
         try:
-            path = trajectory_file(folder, run_id)
+            path = trajectory_file(state.trajectory_dir(state.caller(ctx)), run_id)
         except RLMError as exc:
             raise ResourceError(explain(exc)) from None
         return await anyio.to_thread.run_sync(lambda: path.read_text(encoding="utf-8"))
 
     @mcp.resource("rlm://trajectories/{run_id}/view", mime_type="text/html")
     async def trajectory_page(run_id: str, ctx: Context) -> str:
+        try:
+            folder = state.trajectory_dir(state.caller(ctx))
+        except RLMError as exc:
+            raise ResourceError(explain(exc)) from None
+
         def render() -> str:
             from rlm_mcp.viewer import load_trajectory, render_html
 

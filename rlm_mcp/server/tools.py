@@ -1,37 +1,46 @@
-"""The six tools. Each validates, delegates to the store/sandbox/loop, and reports progress.
+"""The tools. Each validates, resolves its context through `AppState.resolve`, delegates to the
+store/sandbox/loop, keeps its result inside the size budget, and reports progress.
 
 Descriptions are written for a model that has never seen this server: what the tool is for,
-which arguments go together, and what to call next.
+which arguments go together, what the server's limits are, and what to call next.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
-from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
 
-from rlm_mcp.errors import ConfigError, RLMError
+from rlm_mcp.errors import ArgumentError, UnreadablePathError
+from rlm_mcp.server.budget import cap, cap_list, spill
 from rlm_mcp.server.models import (
     CompleteResult,
     ContextList,
     ContextSummary,
     Deleted,
     QueryResult,
-    ReplResult,
-    ReplVariable,
 )
-from rlm_mcp.server.state import AppState, explain, session_key, tool_errors
+from rlm_mcp.server.repl import register_run_repl
+from rlm_mcp.server.state import AppState, tool_errors
 
 PREVIEW_CHARS = 300
 MAX_RANGE_CHARS = 100_000
+#: list_contexts shows at most this many contexts (the rest are counted in `more`).
+MAX_LISTED = 200
 #: load_context progress is reported at most this often (fraction of the input).
 PROGRESS_STEP = 0.02
+
+Positive = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
 
 
 def summary_of(info: Any, preview: str = "") -> ContextSummary:
@@ -41,177 +50,75 @@ def summary_of(info: Any, preview: str = "") -> ContextSummary:
         chars=info.chars,
         lines=info.lines,
         documents=len(info.documents),
-        source=info.source,
+        source=cap(info.source, 500),
         preview=preview,
         replaced=info.replaced,
+        skipped=dict(getattr(info, "skipped", None) or {}),
     )
 
 
-class ReplSubCalls:
-    """`llm_query` inside run_repl: the sub model is resolved on the first call only.
+def context_link(handle: str, chars: int | None = None) -> ResourceLink:
+    """A link the client can fetch instead of reading a stored thing inline."""
+    size = "" if chars is None else f" ({chars:,} chars)"
+    return ResourceLink(
+        type="resource_link",
+        uri=f"rlm://contexts/{handle}",
+        name=handle,
+        description=f"stored context {handle}{size}; read ranges at /chars/START-END",
+        mime_type="application/json",
+    )
 
-    Code that never calls llm_query needs no provider key; code that does gets the missing-key
-    message as a RuntimeError it can print. Usage goes into this call's own tracker so the
-    result can report exactly what this run_repl spent.
-    """
 
-    def __init__(self, state: AppState, ctx: Context[Any]) -> None:
-        from rlm_mcp.lm.usage import UsageTracker
+def with_links(model: BaseModel, links: list[ResourceLink]) -> CallToolResult:
+    """The result as structured content, its compact JSON as text, and resource links."""
+    data = model.model_dump(mode="json")
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return CallToolResult(
+        content=[TextContent(type="text", text=text), *links], structured_content=data
+    )
 
-        self.state = state
-        self.ctx = ctx
-        self.tracker = UsageTracker()
-        self.calls = 0
-        self._router: Any = None
 
-    async def _progress(self, event: Any) -> None:
-        if event.kind == "subcall_finished":
-            self.calls += 1
-            await self.ctx.report_progress(self.calls, None, event.message[:200])
+def _relative_hint(path: str) -> str:
+    if os.path.isabs(os.path.expanduser(path)):
+        return ""
+    return (
+        f" Relative paths are resolved against the server's working directory ({os.getcwd()}), "
+        "which is rarely yours: send an absolute path."
+    )
 
-    async def __call__(self, prompts: Sequence[str], *, model: str | None = None) -> list[str]:
-        if self._router is None:
-            from rlm_mcp.subcalls import SubCallRouter
 
-            try:
-                _, sub = self.state.lms(ctx=self.ctx)
-            except RLMError as exc:  # the code sees the same advice as a tool error would give
-                raise ConfigError(explain(exc)) from exc
-            self._router = SubCallRouter(
-                sub,
-                self.tracker,
-                path=("run_repl",),
-                on_event=self._progress,
-                max_prompt_chars=self.state.settings.max_prompt_chars,
-            )
-        texts: list[str] = await self._router(prompts, model=model)
-        return texts
+def _ceiling(
+    arg: str, value: float | None, default: float | None, ceiling: float | None, env: str
+) -> Any:
+    """The value a run uses: the client's (never above the ceiling), else the default."""
+    if value is None:
+        if default is None:
+            return ceiling
+        return default if ceiling is None else min(default, ceiling)
+    if ceiling is not None and value > ceiling:
+        raise ArgumentError(
+            f"{arg}={value:g} is above this server's ceiling of {ceiling:g} ({env}); send "
+            f"{ceiling:g} or less."
+        )
+    return value
 
 
 def register_tools(mcp: MCPServer, state: AppState) -> None:
     """Add load_context, list_contexts, delete_context, run_repl, rlm_complete, llm_query."""
-    settings = state.settings
-
-    @mcp.tool(
-        description=(
-            "Store a large input so it never has to enter your context window. Give exactly one "
-            "of `text` (the content itself) or `path` (a file, directory or glob on the server's "
-            "machine; directories become several documents, binary files are skipped). Returns "
-            "a handle (ctx_...) for run_repl/rlm_complete, the size and a short preview. Loading "
-            "the same content again returns the same handle."
-        ),
-        annotations=ToolAnnotations(
-            read_only_hint=False, idempotent_hint=True, open_world_hint=False
-        ),
-    )
-    async def load_context(
-        ctx: Context[Any],
-        text: str | None = None,
-        path: str | None = None,
-        name: str | None = None,
-    ) -> ContextSummary:
-        if (text is None) == (path is None):
-            raise ToolError("give exactly one of text or path")
-        st = state.get_store()
-        with tool_errors("load_context"):
-            if text is not None:
-                info = await anyio.to_thread.run_sync(lambda: st.load_text(text, name=name))
-            else:
-                assert path is not None
-                info = await _load_path_with_progress(st, path, name, ctx)
-            preview = await anyio.to_thread.run_sync(
-                lambda: st.preview(info.handle, head=PREVIEW_CHARS // 2, tail=PREVIEW_CHARS // 2)
-            )
-        return summary_of(info, preview)
-
-    @mcp.tool(
-        description="List the stored contexts: handle, name, size in characters/lines/documents.",
-        annotations=ToolAnnotations(
-            read_only_hint=True, idempotent_hint=True, open_world_hint=False
-        ),
-    )
-    async def list_contexts(ctx: Context[Any]) -> ContextList:
-        st = state.get_store()
-        with tool_errors("list_contexts"):
-            infos = await anyio.to_thread.run_sync(st.list)
-        return ContextList(contexts=[summary_of(i) for i in infos])
-
-    @mcp.tool(
-        description="Delete a stored context by handle or name. It cannot be undone.",
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
-        ),
-    )
-    async def delete_context(handle: str, ctx: Context[Any]) -> Deleted:
-        st = state.get_store()
-        with tool_errors("delete_context"):
-            ok = await anyio.to_thread.run_sync(lambda: st.delete(handle))
-        if not ok:
-            raise ToolError(f"unknown handle {handle}; call list_contexts to see the handles")
-        return Deleted(handle=handle, deleted=True)
-
-    @mcp.tool(
-        description=(
-            "Run Python in a sandboxed, persistent REPL. With `handle`, the variable `context` "
-            "holds that stored text (str; `documents` lists (name, start, length) for "
-            "directories; document(name) gives one file). print() what you want to see; "
-            "output is cut when long, so print slices, counts and matches rather than whole "
-            "texts. `llm_query(prompt)` and "
-            "`llm_query_batched(prompts)` ask a sub-model and return its answer text. Variables "
-            "persist between calls of the same `session`: pass back the `session` value from "
-            "the result. Allowed modules include re, json, math, collections, itertools; no "
-            "files, network or processes."
-        ),
-        annotations=ToolAnnotations(
-            read_only_hint=False, idempotent_hint=False, open_world_hint=False
-        ),
-    )
-    async def run_repl(
-        code: str,
-        ctx: Context[Any],
-        handle: str | None = None,
-        session: str | None = None,
-    ) -> ReplResult:
-        from rlm_mcp.sandbox import ContextSpec
-
-        spec = None
-        if handle is not None:
-            st = state.get_store()
-            with tool_errors("run_repl"):
-                info = await anyio.to_thread.run_sync(lambda: st.info(handle))
-                path = await anyio.to_thread.run_sync(lambda: st.text_path(info.handle))
-            spec = ContextSpec(
-                path=path, documents=[(d.path, d.start, d.length) for d in info.documents]
-            )
-        key, name = session_key(ctx, session)
-        sub_calls = ReplSubCalls(state, ctx)
-        with tool_errors("run_repl"):
-            # the session runs one call at a time; each call's llm_query usage is its own
-            async with state.get_pool().lease(key, context=spec, sub_calls=sub_calls) as sess:
-                res = await sess.execute(code, sub_calls=sub_calls)
-        usage = sub_calls.tracker.summary()
-        return ReplResult(
-            status=res.status,
-            output=res.output,
-            error=None if res.error is None else f"{res.error.type}: {res.error.message}",
-            variables=[
-                ReplVariable(name=v.name, type=v.type, summary=v.summary) for v in res.variables
-            ],
-            truncated=res.truncated,
-            reset=res.reset,
-            final=None if res.final is None else res.final.value,
-            notes=list(res.notes),
-            session=name,
-            sub_calls=res.sub_calls,
-            usage=usage.to_dict() if usage.total_calls else None,
-        )
+    s = state.settings
+    register_context_tools(mcp, state)
+    register_run_repl(mcp, state)
+    cost = "none" if s.limit_cost is None else f"${s.limit_cost:g}"
 
     @mcp.tool(
         description=(
             "Answer a question about a large input with the full recursive-LM loop on the "
             "server: a root model writes REPL code over the input and calls sub-models on "
-            "pieces. Give `handle` (from load_context) or `text`. Sends progress per iteration "
-            "and sub-call; returns the answer, usage/cost and the trajectory's resource URI."
+            "pieces. Give `handle` (a ctx_... handle or a name from load_context) or `text`. "
+            "Sends progress per iteration and sub-call; returns the answer, usage/cost and the "
+            f"trajectory's resource URI. Server ceilings: max_iterations {s.limit_iterations}, "
+            f"max_depth {s.limit_depth}, max_time {s.limit_time:g}s, max_tokens "
+            f"{s.limit_tokens:,}, max_cost {cost}; lower values are fine, higher are refused."
         ),
         annotations=ToolAnnotations(
             read_only_hint=True, idempotent_hint=False, open_world_hint=True
@@ -222,52 +129,96 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
         ctx: Context[Any],
         handle: str | None = None,
         text: str | None = None,
-        max_iterations: int | None = None,
-        max_depth: int | None = None,
+        max_iterations: Positive | None = None,
+        max_depth: Positive | None = None,
+        max_time: PositiveFloat | None = None,
+        max_cost: PositiveFloat | None = None,
+        max_tokens: Positive | None = None,
         model: str | None = None,
         sub_model: str | None = None,
-    ) -> CompleteResult:
-        from rlm_mcp.rlm import RLM
-
-        if (handle is None) == (text is None):
-            raise ToolError("give exactly one of handle or text")
-        steps = 0
-
-        async def on_event(event: Any) -> None:
-            nonlocal steps
-            if event.kind in ("iteration_finished", "subcall_finished", "run_finished"):
-                steps += 1
-                await ctx.report_progress(steps, None, f"{event.kind}: {event.message}"[:200])
+    ) -> Annotated[CallToolResult, CompleteResult]:
+        from rlm_mcp.sandbox import ContextSpec
 
         with tool_errors("rlm_complete"):
-            lm, sub_lm = state.lms(model, sub_model, ctx=ctx)
-            rlm = RLM(
-                lm=lm,
-                sub_lm=sub_lm,
-                max_iterations=max_iterations or settings.max_iterations,
-                max_depth=max_depth or settings.max_depth,
-                store=state.get_store() if handle is not None else None,
-                log_dir=settings.trajectory_dir,
-                on_event=on_event,
+            if (handle is None) == (text is None):
+                raise ArgumentError("give exactly one of handle or text")
+            if not query.strip():
+                raise ArgumentError("query is empty: send the question to answer")
+            caller = state.caller(ctx)
+            run = dict(
+                max_iterations=_ceiling(
+                    "max_iterations",
+                    max_iterations,
+                    s.max_iterations,
+                    s.limit_iterations,
+                    "RLM_MCP_LIMIT_ITERATIONS",
+                ),
+                max_depth=_ceiling(
+                    "max_depth", max_depth, s.max_depth, s.limit_depth, "RLM_MCP_LIMIT_DEPTH"
+                ),
+                max_time=_ceiling("max_time", max_time, None, s.limit_time, "RLM_MCP_LIMIT_TIME"),
+                max_cost=_ceiling("max_cost", max_cost, None, s.limit_cost, "RLM_MCP_LIMIT_COST"),
+                max_tokens=_ceiling(
+                    "max_tokens", max_tokens, None, s.limit_tokens, "RLM_MCP_LIMIT_TOKENS"
+                ),
             )
-            result = await rlm.acompletion(
-                handle if handle is not None else text, root_prompt=query
+            context: Any = text
+            if handle is not None:
+                store, info = await state.resolve(caller, handle)
+                text_file = await anyio.to_thread.run_sync(lambda: store.text_path(info.handle))
+                context = ContextSpec(
+                    path=text_file, documents=[(d.path, d.start, d.length) for d in info.documents]
+                )
+            steps = 0
+
+            async def on_event(event: Any) -> None:
+                nonlocal steps
+                if event.kind in ("iteration_finished", "subcall_finished", "run_finished"):
+                    steps += 1
+                    await ctx.report_progress(steps, None, f"{event.kind}: {event.message}"[:200])
+
+            lm, sub_lm = state.runtime.lms(model, sub_model, ctx=ctx)
+            rlm = state.runtime.rlm(
+                lm, sub_lm, log_dir=state.trajectory_dir(caller), on_event=on_event, **run
+            )
+            result = await rlm.acompletion(context, root_prompt=query)
+            answer, stored = await spill(
+                state.store_for(caller),
+                str(result.response),
+                s.max_result_chars // 2,
+                "answer",
             )
         path = result.trajectory_path
-        return CompleteResult(
-            answer=str(result.response),
-            iterations=result.iterations,
-            stop_reason=str(result.stop_reason),
-            usage=result.usage.to_dict(),
-            trajectory=None if path is None else str(path),
-            trajectory_resource=None if path is None else f"rlm://trajectories/{path.stem}",
+        links = [] if stored is None else [context_link(stored, len(str(result.response)))]
+        if path is not None:
+            links.append(
+                ResourceLink(
+                    type="resource_link",
+                    uri=f"rlm://trajectories/{path.stem}",
+                    name=path.stem,
+                    description="this run's trajectory (JSONL); append /view for the HTML page",
+                    mime_type="application/x-ndjson",
+                )
+            )
+        return with_links(
+            CompleteResult(
+                answer=answer,
+                answer_context=stored,
+                iterations=result.iterations,
+                stop_reason=str(result.stop_reason),
+                usage=result.usage.to_dict(),
+                trajectory=None if path is None else str(path),
+                trajectory_resource=None if path is None else f"rlm://trajectories/{path.stem}",
+            ),
+            links,
         )
 
     @mcp.tool(
         description=(
-            "One sub-model call. With `handle`, the slice context[start:end] (at most "
-            f"{MAX_RANGE_CHARS:,} characters) is appended to the prompt, so the text does not "
-            "pass through you."
+            "One sub-model call. With `handle` (or a name), the slice context[start:end] (at most "
+            f"{MAX_RANGE_CHARS:,} characters; default the first ones) is appended to the prompt, "
+            "so the text does not pass through you. A reply longer than "
+            f"{s.max_output_chars:,} characters is stored as a context and cut, with its handle."
         ),
         annotations=ToolAnnotations(
             read_only_hint=True, idempotent_hint=False, open_world_hint=True
@@ -277,37 +228,166 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
         prompt: str,
         ctx: Context[Any],
         handle: str | None = None,
-        start: int | None = None,
-        end: int | None = None,
+        start: NonNegative | None = None,
+        end: NonNegative | None = None,
         model: str | None = None,
-    ) -> QueryResult:
+    ) -> Annotated[CallToolResult, QueryResult]:
         from rlm_mcp.lm.base import Message
 
+        notes: list[str] = []
+        cut = False
         with tool_errors("llm_query"):
+            caller = state.caller(ctx)
+            if handle is None and (start is not None or end is not None):
+                raise ArgumentError("start and end select a slice of a context: also send handle")
+            if handle is None and not prompt.strip():
+                raise ArgumentError("prompt is empty: send the question for the sub-model")
             if handle is not None:
-                st = state.get_store()
-                s0 = max(0, start or 0)
-                length = MAX_RANGE_CHARS if end is None else max(0, min(end - s0, MAX_RANGE_CHARS))
+                store, info = await state.resolve(caller, handle)
+                s0, e0, cut, notes = _slice(info.chars, start, end)
                 piece = await anyio.to_thread.run_sync(
-                    lambda: st.read(handle, start=s0, length=length)
+                    lambda: store.read(info.handle, start=s0, length=e0 - s0)
                 )
                 prompt = f"{prompt}\n\n{piece}"
-            _, lm = state.lms(model, model, ctx=ctx)
+            _, lm = state.runtime.lms(model, model, ctx=ctx)
             done = await lm.complete([Message(role="user", content=prompt)])
+            reply, stored = await spill(
+                state.store_for(caller), done.text or "", s.max_output_chars, "reply"
+            )
+        if stored is not None:
+            notes.append(f"the reply was cut; all of it is stored as context {stored}")
         usage = done.usage
-        return QueryResult(
-            text=done.text or "",
-            model=str(lm.model),
-            input_tokens=getattr(usage, "input_tokens", None),
-            output_tokens=getattr(usage, "output_tokens", None),
+        return with_links(
+            QueryResult(
+                text=reply,
+                text_context=stored,
+                model=str(lm.model),
+                input_tokens=getattr(usage, "input_tokens", None),
+                output_tokens=getattr(usage, "output_tokens", None),
+                slice_cut=cut,
+                notes=notes,
+            ),
+            [] if stored is None else [context_link(stored, len(done.text or ""))],
         )
+
+
+def _slice(chars: int, start: int | None, end: int | None) -> tuple[int, int, bool, list[str]]:
+    """(start, end, cut, notes) of the slice llm_query sends; an empty or reversed range is an
+    error, never a prompt sent without its text."""
+    s0 = start or 0
+    if s0 >= chars:
+        raise ArgumentError(
+            f"start={s0:,} is past the end of the context ({chars:,} chars): send a start below "
+            f"{chars:,}."
+        )
+    e0 = chars if end is None else end
+    if e0 <= s0:
+        raise ArgumentError(
+            f"end={e0:,} is not after start={s0:,}: send end > start (the slice is "
+            "context[start:end])."
+        )
+    notes: list[str] = []
+    if e0 > chars:
+        notes.append(f"end={e0:,} is past the end; the slice stops at {chars:,}")
+        e0 = chars
+    cut = e0 - s0 > MAX_RANGE_CHARS
+    if cut:
+        notes.append(
+            f"the slice [{s0:,}, {e0:,}) has {e0 - s0:,} chars, over the {MAX_RANGE_CHARS:,} "
+            f"cap: only [{s0:,}, {s0 + MAX_RANGE_CHARS:,}) was sent; send the rest in further "
+            f"calls from start={s0 + MAX_RANGE_CHARS}"
+        )
+        e0 = s0 + MAX_RANGE_CHARS
+    return s0, e0, cut, notes
+
+
+def register_context_tools(mcp: MCPServer, state: AppState) -> None:
+    """load_context, list_contexts, delete_context."""
+
+    @mcp.tool(
+        description=(
+            "Store a large input so it never has to enter your context window. Give exactly one "
+            "of `text` (the content itself) or `path` (an absolute path to a file, directory or "
+            "glob on the server's machine; directories become several documents, binary files "
+            "are skipped and counted). Returns a handle (ctx_...) for run_repl/rlm_complete/"
+            "llm_query, the size and a short preview. The same content gives the same handle. "
+            "`name` is an alias usable instead of the handle; pointing an existing name at "
+            "other content needs replace=true."
+        ),
+        annotations=ToolAnnotations(
+            read_only_hint=False, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    async def load_context(
+        ctx: Context[Any],
+        text: str | None = None,
+        path: str | None = None,
+        name: str | None = None,
+        replace: bool = False,
+    ) -> Annotated[CallToolResult, ContextSummary]:
+        with tool_errors("load_context"):
+            if (text is None) == (path is None):
+                raise ArgumentError("give exactly one of text or path")
+            caller = state.caller(ctx)
+            st = state.store_for(caller)
+            opts: dict[str, Any] = {"name": name}
+            if replace:
+                opts["replace"] = True
+            if text is not None:
+                info = await anyio.to_thread.run_sync(lambda: st.load_text(text, **opts))
+            else:
+                assert path is not None
+                if not path.strip():
+                    raise ArgumentError(
+                        "path is empty: send the absolute path of a file, directory or glob."
+                    )
+                try:
+                    info = await _load_path_with_progress(st, path, opts, ctx)
+                except UnreadablePathError as exc:
+                    raise UnreadablePathError(f"{exc}{_relative_hint(path)}") from None
+            preview = await anyio.to_thread.run_sync(
+                lambda: st.preview(info.handle, head=PREVIEW_CHARS // 2, tail=PREVIEW_CHARS // 2)
+            )
+        return with_links(summary_of(info, preview), [context_link(info.handle, info.chars)])
+
+    @mcp.tool(
+        description=(
+            f"List the stored contexts (at most {MAX_LISTED}, oldest first): handle, name, size "
+            "in characters/lines/documents."
+        ),
+        annotations=ToolAnnotations(
+            read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    async def list_contexts(ctx: Context[Any]) -> ContextList:
+        with tool_errors("list_contexts"):
+            st = state.store_for(state.caller(ctx))
+            infos = await anyio.to_thread.run_sync(st.list)
+        shown, more = cap_list(infos, MAX_LISTED)
+        return ContextList(contexts=[summary_of(i) for i in shown], more=more)
+
+    @mcp.tool(
+        description="Delete a stored context by handle or name. It cannot be undone.",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    async def delete_context(handle: str, ctx: Context[Any]) -> Deleted:
+        with tool_errors("delete_context"):
+            st, info = await state.resolve(state.caller(ctx), handle)
+            ok = await anyio.to_thread.run_sync(lambda: st.delete(info.handle))
+            if not ok:  # deleted by someone else between the lookup and now
+                raise ToolError(
+                    f"unknown handle {info.handle}; call list_contexts to see the handles"
+                )
+        return Deleted(handle=info.handle, deleted=True)
 
 
 class _LoadCancelledError(Exception):
     """Raised inside the loading thread after the client cancelled; nobody awaits it."""
 
 
-async def _load_path_with_progress(st: Any, path: str, name: str | None, ctx: Context[Any]) -> Any:
+async def _load_path_with_progress(st: Any, path: str, opts: dict[str, Any], ctx: Any) -> Any:
     """Load in a thread, reporting progress; a cancelled call stops the load at its next chunk.
 
     The store calls `progress(done, total)` from the loading thread; we hop back to the event
@@ -329,7 +409,7 @@ async def _load_path_with_progress(st: Any, path: str, name: str | None, ctx: Co
 
     try:
         return await anyio.to_thread.run_sync(
-            lambda: st.load_path(path, name=name, progress=progress), abandon_on_cancel=True
+            lambda: st.load_path(path, progress=progress, **opts), abandon_on_cancel=True
         )
     except anyio.get_cancelled_exc_class():
         cancelled.set()

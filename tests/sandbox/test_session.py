@@ -157,7 +157,7 @@ async def test_cancellation_mid_execute_leaves_a_usable_session() -> None:
 
 
 async def test_pool_reuses_isolates_caps_and_reaps() -> None:
-    pool = SessionPool(limits=LIMITS, max_sessions=2, idle_seconds=3600)
+    pool = SessionPool(limits=LIMITS, max_sessions=2, idle_seconds=3600, grace_seconds=0)
     try:
         with anyio.fail_after(60):
             a = await pool.get("a", context=ContextSpec(text="A"), sub_calls=None)
@@ -180,7 +180,7 @@ async def test_pool_reuses_isolates_caps_and_reaps() -> None:
 async def test_pool_never_closes_a_busy_session_and_a_new_caller_waits_for_room() -> None:
     # Six callers at once on a pool of three once closed running sessions under their code
     # ("this sandbox session is closed"); now the extra callers wait and every call succeeds.
-    pool = SessionPool(limits=LIMITS, max_sessions=3, idle_seconds=3600)
+    pool = SessionPool(limits=LIMITS, max_sessions=3, idle_seconds=3600, grace_seconds=0)
     results: dict[str, str] = {}
     live: list[int] = []
 
@@ -202,7 +202,7 @@ async def test_pool_never_closes_a_busy_session_and_a_new_caller_waits_for_room(
 
 
 async def test_a_session_closed_for_room_or_idleness_says_so_on_its_next_call() -> None:
-    pool = SessionPool(limits=LIMITS, max_sessions=1, idle_seconds=3600)
+    pool = SessionPool(limits=LIMITS, max_sessions=1, idle_seconds=3600, grace_seconds=0)
     try:
         with anyio.fail_after(60):
             async with pool.lease("a") as a:
