@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 LIMITS = SandboxLimits(timeout=5.0, hard_timeout_grace=1.0, memory_mb=256)
 
 
-async def test_a_warm_session_is_not_closed_to_make_room_and_the_newcomer_is_told_to_retry() -> (
+async def test_a_warm_session_is_not_closed_for_room_and_the_newcomer_is_told_to_retry() -> (
     None
 ):
     pool = SessionPool(
