@@ -53,13 +53,19 @@ def build_server(
         )
     # one state per server so resources (which get no lifespan context) reach the same store
     state = AppState(runtime)
+    entered = [0]
 
     @asynccontextmanager
     async def lifespan(server: MCPServer) -> AsyncIterator[AppState]:
+        # HTTP enters this once; in memory every Client connection enters it: the runtime is
+        # closed when the last one leaves, not under a client that is still connected
+        entered[0] += 1
         try:
             yield state
         finally:
-            await state.aclose()
+            entered[0] -= 1
+            if not entered[0]:
+                await state.aclose()
 
     mcp = RLMServer("rlm-mcp", instructions=INSTRUCTIONS, lifespan=lifespan)
     register_tools(mcp, state)

@@ -15,9 +15,7 @@ pytestmark = pytest.mark.anyio
 LIMITS = SandboxLimits(timeout=5.0, hard_timeout_grace=1.0, memory_mb=256)
 
 
-async def test_a_warm_session_is_not_closed_for_room_and_the_newcomer_is_told_to_retry() -> (
-    None
-):
+async def test_a_warm_session_is_not_closed_for_room_and_the_newcomer_is_told_to_retry() -> None:
     pool = SessionPool(
         limits=LIMITS, max_sessions=1, idle_seconds=3600, grace_seconds=600, wait_seconds=0.2
     )
