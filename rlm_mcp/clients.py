@@ -35,7 +35,10 @@ def snippet(client: str, *, command: str | None = None) -> str:
     if client == "vscode":
         return json.dumps({"servers": {"rlm": {"type": "stdio", **entry}}}, indent=2)
     if client == "claude-code":
-        project = json.dumps({"mcpServers": {"rlm": {"type": "stdio", **entry}}}, indent=2)
+        # the .mcp.json is committed and shared: teammates' installs differ, so it names the
+        # bare command; `claude mcp add` runs here, so it gets this install's path
+        shared = {**entry, "command": "rlm-mcp"}
+        project = json.dumps({"mcpServers": {"rlm": {"type": "stdio", **shared}}}, indent=2)
         return (
             f"claude mcp add rlm --env ANTHROPIC_API_KEY=sk-... -- {cmd} serve\n\n"
             f"# or commit this as .mcp.json in the project root:\n{project}"

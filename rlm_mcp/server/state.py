@@ -142,7 +142,7 @@ def tool_errors(tool: str) -> Iterator[None]:
         logger.exception("tool %s failed", tool)
         raise ToolError(
             one_line(
-                f"{tool} failed unexpectedly ({type(exc).__name__}: {exc}). The server is still "
+                f"failed unexpectedly ({type(exc).__name__}: {exc}). The server is still "
                 "running; this is a bug in rlm-mcp (the server log on stderr has the traceback)."
             )
         ) from None
