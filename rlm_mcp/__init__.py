@@ -14,6 +14,7 @@ from rlm_mcp._version import __version__
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "ArgumentError": "rlm_mcp.errors",
+    "BrowserError": "rlm_mcp.errors",
     "BudgetExceededError": "rlm_mcp.errors",
     "Completion": "rlm_mcp.lm.base",
     "ConfigError": "rlm_mcp.errors",
@@ -59,6 +60,7 @@ __all__ = [
     "LM",
     "RLM",
     "ArgumentError",
+    "BrowserError",
     "BudgetExceededError",
     "Completion",
     "ConfigError",

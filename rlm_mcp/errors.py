@@ -16,7 +16,8 @@ RLMError                          every error rlm-mcp raises on purpose
 │   ├── ProviderTimeoutError      ... because it ran out of time
 │   └── SamplingUnavailableError  the MCP client cannot sample (no capability, no back channel)
 ├── BudgetExceededError           a token/cost/time budget ran out (the loop turns it into a result)
-└── TrajectoryError               a file is missing or is not a trajectory JSONL (the viewer)
+├── TrajectoryError               a file is missing or is not a trajectory JSONL (the viewer)
+└── BrowserError                  headless Chromium (viewer checks) did not start or answer
 ```
 
 Messages name the thing and the fix, because they end up in front of a person or a model that has
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArgumentError",
+    "BrowserError",
     "BudgetExceededError",
     "ConfigError",
     "ContextError",
@@ -147,3 +149,7 @@ class BudgetExceededError(RLMError):
 
 class TrajectoryError(RLMError):
     """A trajectory file to view is missing or is not the JSONL an RLM run writes."""
+
+
+class BrowserError(RLMError):
+    """Chromium could not be started or did not answer in time (the viewer's browser checks)."""

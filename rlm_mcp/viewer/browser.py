@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rlm_mcp.errors import RLMError
+from rlm_mcp.errors import BrowserError
 
 __all__ = ["BrowserError", "HeadlessChromium", "find_chromium"]
 
@@ -43,10 +43,6 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
     "--remote-debugging-pipe",
 )
-
-
-class BrowserError(RLMError):
-    """Chromium could not be started or did not answer in time."""
 
 
 def find_chromium() -> str | None:
