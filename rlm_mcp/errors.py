@@ -7,8 +7,11 @@ RLMError                          every error rlm-mcp raises on purpose
 │   └── ArgumentError             a call's argument is out of range or above a server ceiling
 ├── ContextError                  anything about stored contexts
 │   ├── ContextNotFoundError      unknown handle or name
+│   │   └── DocumentNotFoundError a context has no such document
 │   ├── InputTooLargeError        a load or a read over a configured cap
-│   └── UnreadablePathError       missing path, no permission, nothing textual to load
+│   ├── UnreadablePathError       missing path, no permission, nothing textual to load
+│   ├── InvalidNameError          a name that breaks the naming rules (empty, ctx_..., controls)
+│   └── NameTakenError            a name already names other content (re-point with replace)
 ├── SandboxError                  host-side misuse of a REPL session (closed session, bad limits)
 │   ├── SessionBusyError          no room for another session right now; retry later
 │   └── SessionExpiredError       a session handle that is unknown, expired or someone else's
@@ -33,8 +36,11 @@ __all__ = [
     "ConfigError",
     "ContextError",
     "ContextNotFoundError",
+    "DocumentNotFoundError",
     "InputTooLargeError",
+    "InvalidNameError",
     "MissingAPIKeyError",
+    "NameTakenError",
     "ProviderError",
     "ProviderTimeoutError",
     "RLMError",
@@ -88,6 +94,26 @@ class ContextNotFoundError(ContextError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0])
+
+
+class DocumentNotFoundError(ContextNotFoundError):
+    """A stored context exists but holds no document by that name or number."""
+
+    def __init__(self, handle: str, doc: object, known: int) -> None:
+        self.handle = handle
+        ContextError.__init__(
+            self,
+            f"Context {handle} has no document {doc!r} (it has {known}); list them with "
+            "`documents` in run_repl, or read the context's summary.",
+        )
+
+
+class InvalidNameError(ContextError):
+    """A context name that breaks the naming rules; the message says which and what to send."""
+
+
+class NameTakenError(ContextError):
+    """A name already points at other content; pass replace=True to re-point it."""
 
 
 class InputTooLargeError(ContextError):

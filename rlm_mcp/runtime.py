@@ -184,17 +184,9 @@ class Runtime:
         unusable data folder, an unreadable tokens file, a bad session limit."""
         self.tokens()
         _ = self.max_sessions
-        folder = self.settings.store_dir
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(
-                f"The data folder {str(folder)!r} cannot be used: {exc.strerror or exc}. Set "
-                "RLM_MCP_HOME (or --home) to a writable folder."
-            ) from None
+        from rlm_mcp.store import probe_store_dir
+
+        probe_store_dir(self.settings.store_dir)
 
     # -- parts ---------------------------------------------------------------------------------
 

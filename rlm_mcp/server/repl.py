@@ -121,7 +121,7 @@ def register_run_repl(mcp: MCPServer, state: AppState) -> None:
         with tool_errors("run_repl"):
             caller = state.caller(ctx)
             key, name = state.sessions.key_for(caller, session)
-            spec = None
+            spec, store, info = None, None, None
             if handle is not None:
                 store, info = await state.resolve(caller, handle)
                 path = await anyio.to_thread.run_sync(lambda: store.text_path(info.handle))
@@ -131,7 +131,10 @@ def register_run_repl(mcp: MCPServer, state: AppState) -> None:
             sub_calls = ReplSubCalls(state, ctx)
             pool = state.runtime.pool()
             # the session runs one call at a time; each call's llm_query usage is its own
-            async with pool.lease(key, owner=caller.owner, context=spec, sub_calls=sub_calls) as sb:
+            async with (
+                state.pinned(store, None if info is None else info.handle),
+                pool.lease(key, owner=caller.owner, context=spec, sub_calls=sub_calls) as sb,
+            ):
                 res = await sb.execute(code, sub_calls=sub_calls)
             final, stored = (None, None)
             if res.final is not None:

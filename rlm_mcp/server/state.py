@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,6 +91,19 @@ class AppState:
         store = self.store_for(caller)
         info = await anyio.to_thread.run_sync(lambda: store.info(ref))
         return store, info
+
+    @asynccontextmanager
+    async def pinned(self, store: ContextStore | None, handle: str | None) -> AsyncIterator[None]:
+        """Keep `handle` from eviction while a session uses it (no-op without a handle)."""
+        if store is None or handle is None:
+            yield
+            return
+        token = await anyio.to_thread.run_sync(lambda: store.pin(handle))
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(lambda: store.unpin(token))
 
     def trajectory_dir(self, caller: Caller) -> Path:
         """Where the caller's runs are written and listed: each tenant has its own folder."""

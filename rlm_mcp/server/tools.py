@@ -163,6 +163,7 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
                 ),
             )
             context: Any = text
+            store, info = None, None
             if handle is not None:
                 store, info = await state.resolve(caller, handle)
                 text_file = await anyio.to_thread.run_sync(lambda: store.text_path(info.handle))
@@ -181,7 +182,8 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
             rlm = state.runtime.rlm(
                 lm, sub_lm, log_dir=state.trajectory_dir(caller), on_event=on_event, **run
             )
-            result = await rlm.acompletion(context, root_prompt=query)
+            async with state.pinned(store, None if info is None else info.handle):
+                result = await rlm.acompletion(context, root_prompt=query)
             answer, stored = await spill(
                 state.store_for(caller),
                 str(result.response),

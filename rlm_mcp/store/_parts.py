@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["DOC_HEADER", "ContextInfo", "DocumentInfo"]
 
@@ -56,6 +56,8 @@ class ContextInfo(BaseModel):
     replaced: int
     created: float
     last_used: float
+    #: What a directory or glob load left out, by reason (binary, ignored, refused, unreadable).
+    skipped: dict[str, int] = Field(default_factory=dict)
 
 
 # -- decoding with a replaced-byte count ----------------------------------------------------------

@@ -35,7 +35,7 @@ def _store_bytes(home: Path) -> int:
 
 async def test_globs_outside_the_allowed_folders_reveal_nothing(tmp_path: Path) -> None:
     allowed = tmp_path / "allowed"
-    outside = tmp_path / "outside"
+    outside = tmp_path / "elsewhere"
     allowed.mkdir()
     outside.mkdir()
     (allowed / "notes.txt").write_text("fine")
@@ -52,7 +52,7 @@ async def test_globs_outside_the_allowed_folders_reveal_nothing(tmp_path: Path) 
             link = await client.call_tool("load_context", {"path": str(allowed / "link.txt")})
             assert link.is_error
             assert "id_rsa_fake" not in link.content[0].text  # never name a symlink's target
-            assert "outside" not in link.content[0].text.replace(str(allowed), "")
+            assert "elsewhere" not in link.content[0].text
 
 
 async def test_the_store_cap_holds_in_the_server(tmp_path: Path) -> None:
