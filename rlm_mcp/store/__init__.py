@@ -209,10 +209,6 @@ class ContextStore(Reads, Upkeep):
         view._owns_cache = False
         return view
 
-    @property
-    def tenant(self) -> str | None:
-        return self._tenant
-
     # -- loading
     def _ingester(self, label: str, size: int) -> Ingester:
         """Check the size caps and the free disk space, then start a temp file for one load."""
