@@ -1,108 +1,95 @@
-"""The RLM loop: the root model writes code against `context`, the sandbox runs it, the output goes
-back, sub-models are reached from code, and the run ends on FINAL, a limit or a budget."""
+"""`RLM`: the reference library's call shape over our loop (`loop.py`), sandbox and models.
+
+`RLM(...)` checks its arguments and resolves models once; `completion(context, root_prompt)`
+runs the loop. Budgets (tokens, cost, time) and usage are shared by the whole call tree, and
+every way a run stops is a `stop_reason` on the result, never an exception of ours.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from rlm_mcp.config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITERATIONS
+from rlm_mcp.context_input import ContextInput
 from rlm_mcp.errors import ConfigError
-from rlm_mcp.lm.base import LM, Message
+from rlm_mcp.lm.base import LM
 from rlm_mcp.lm.usage import UsageTracker
-from rlm_mcp.parsing import find_code_blocks, find_final, strip_code
-from rlm_mcp.prompts import (
-    PREVIEW_CHARS,
-    ContextSummary,
-    build_system_prompt,
-    continue_prompt,
-    first_user_prompt,
-    last_chance_prompt,
-)
-from rlm_mcp.subcalls import DEFAULT_MAX_SUBCALL_CHARS, Budget, SubCallRouter, emit
-from rlm_mcp.trajectory import TrajectoryWriter, VerbosePrinter
-from rlm_mcp.types import CodeBlockRecord, IterationRecord, RLMChatCompletion, RLMEvent
+from rlm_mcp.loop import LoopConfig, SandboxFactory, run_loop
+from rlm_mcp.subcalls import DEFAULT_MAX_SUBCALL_CHARS, Budget, emit
+from rlm_mcp.trajectory import VerbosePrinter
+from rlm_mcp.types import RLMChatCompletion, RLMEvent
 
 if TYPE_CHECKING:
-    from rlm_mcp.sandbox import ContextSpec, SandboxLimits
+    from rlm_mcp.sandbox import ContextSpec, SandboxLimits, SandboxSession
+    from rlm_mcp.sandbox.types import SubCallHandler
     from rlm_mcp.store import ContextStore
 
 __all__ = ["RLM", "ContextInput"]
 
 log = logging.getLogger(__name__)
 
-ContextInput = Any  # str | list[str] | dict[str, str] | "ctx_..." handle | ContextSpec
 
-
-def _prepare_context(
-    context: ContextInput, store: ContextStore | None
-) -> tuple[ContextSpec, ContextSummary]:
-    """The sandbox's view of `context` and the few facts the system prompt states about it."""
-    from rlm_mcp.sandbox import ContextSpec
-
-    if isinstance(context, ContextSpec):
-        if context.text is not None:
-            text = context.text
-            return context, ContextSummary(
-                "str", len(text), max(1, len(context.documents)), text[:PREVIEW_CHARS]
+def _check_budgets(
+    max_iterations: int,
+    max_depth: int,
+    max_tokens: int | None,
+    max_cost: float | None,
+    max_time: float | None,
+) -> None:
+    """One-line errors that name the argument: a zero budget would silently mean 'none'."""
+    for arg, value in (("max_iterations", max_iterations), ("max_depth", max_depth)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{arg} must be a whole number of at least 1, got {value!r}.")
+    budgets: tuple[tuple[str, float | None, str], ...] = (
+        ("max_tokens", max_tokens, "tokens"),
+        ("max_cost", max_cost, "USD"),
+        ("max_time", max_time, "seconds"),
+    )
+    for name, amount, unit in budgets:
+        if amount is not None and not amount > 0:
+            raise ConfigError(
+                f"{name} must be a positive number of {unit}, got {amount!r} (None: no budget)."
             )
-        assert context.path is not None
-        with open(context.path, encoding="utf-8", errors="replace") as fh:
-            head = fh.read(PREVIEW_CHARS)
-        size = context.path.stat().st_size
-        return context, ContextSummary("str", size, max(1, len(context.documents)), head)
-    if isinstance(context, str) and context.startswith("ctx_") and store is not None:
-        info = store.info(context)
-        docs = [(d.path, d.start, d.length) for d in info.documents]
-        spec = ContextSpec(path=store.text_path(context), documents=docs)
-        kind = "stored context" if len(docs) <= 1 else "stored documents"
-        head = store.preview(context, head=PREVIEW_CHARS, tail=0)
-        return spec, ContextSummary(kind, info.chars, max(1, len(docs)), str(head)[:PREVIEW_CHARS])
-    if isinstance(context, str):
-        return ContextSpec(text=context), ContextSummary(
-            "str", len(context), 1, context[:PREVIEW_CHARS]
-        )
-    if isinstance(context, Mapping):
-        items = [(str(k), str(v)) for k, v in context.items()]
-        kind = "dict[str, str] joined into one str"
-    elif isinstance(context, Sequence):
-        items = [(f"doc_{i}", str(v)) for i, v in enumerate(context)]
-        kind = "list[str] joined into one str"
-    else:
+
+
+def _other_lms(
+    backends: Sequence[str] | None,
+    kwargs: Sequence[Mapping[str, Any]] | None,
+    environ: Mapping[str, str] | None,
+) -> list[LM]:
+    """The reference API's `other_backends`: one LM each, with its own kwargs dict."""
+    if not backends:
+        return []
+    from rlm_mcp.lm import resolve_lm
+
+    kws = list(kwargs or [])
+    if len(kws) not in (0, len(backends)):
         raise ConfigError(
-            f"Unsupported context type {type(context).__name__}: pass a str, a list of str, a "
-            "dict of str, a stored handle (ctx_..., with store=) or a ContextSpec."
+            f"other_backend_kwargs has {len(kws)} entries for {len(backends)} other_backends; "
+            "give one dict per backend (or none)."
         )
-    parts: list[str] = []
-    docs_: list[tuple[str, int, int]] = []
-    pos = 0
-    sep = "\n\n"
-    for name, text in items:
-        docs_.append((name, pos, len(text)))
-        parts.append(text)
-        pos += len(text) + len(sep)
-    joined = sep.join(parts)
-    return ContextSpec(text=joined, documents=docs_), ContextSummary(
-        kind, len(joined), len(docs_), joined[:PREVIEW_CHARS]
-    )
+    return [
+        resolve_lm(name, environ=environ, **(dict(kws[i]) if kws else {}))
+        for i, name in enumerate(backends)
+    ]
 
 
-def _truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return (
-        text[:limit]
-        + f"\n[... output truncated: {len(text):,} chars, showing {limit:,}. Print less.]"
-    )
+def _events(on_event: Callable[[RLMEvent], Any] | None, verbose: bool) -> Callable[[RLMEvent], Any]:
+    """The caller's event callback, plus the live stderr view when `verbose`."""
+    printer = VerbosePrinter() if verbose else None
 
+    async def on(event: RLMEvent) -> None:
+        if printer is not None:
+            printer(event)
+        await emit(on_event, event)
 
-class _OutOfTime(Exception):
-    """The wall-time budget ran out during a model call."""
+    return on
 
 
 class RLM:
@@ -137,14 +124,14 @@ class RLM:
         environ: Mapping[str, str] | None = None,
         sandbox_limits: SandboxLimits | None = None,
         max_subcall_chars: int = DEFAULT_MAX_SUBCALL_CHARS,
+        sandbox_factory: SandboxFactory | None = None,
     ) -> None:
         if environment not in ("local", "sandbox"):
             raise ConfigError(
                 f"Unknown environment {environment!r}: rlm-mcp runs code in its own sandbox; "
                 "use environment='local'."
             )
-        if max_iterations < 1 or max_depth < 1:
-            raise ConfigError("max_iterations and max_depth must be at least 1.")
+        _check_budgets(max_iterations, max_depth, max_tokens, max_cost, max_time)
         self.environment_kwargs = dict(environment_kwargs or {})
         if lm is None:
             from rlm_mcp.lm import resolve_lm
@@ -152,21 +139,9 @@ class RLM:
             lm = resolve_lm(backend, environ=environ, **dict(backend_kwargs or {}))
         #: Extra sub-models, chosen from sandboxed code with llm_query(prompt, model=NAME); the
         #: first is the default sub-model when `sub_lm` is not given (the reference API).
-        self.other_lms: list[LM] = []
-        if other_backends:
-            from rlm_mcp.lm import resolve_lm
-
-            kws = list(other_backend_kwargs or [])
-            if len(kws) not in (0, len(other_backends)):
-                raise ConfigError(
-                    f"other_backend_kwargs has {len(kws)} entries for {len(other_backends)} "
-                    "other_backends; give one dict per backend (or none)."
-                )
-            for i, name in enumerate(other_backends):
-                kw = dict(kws[i]) if kws else {}
-                self.other_lms.append(resolve_lm(name, environ=environ, **kw))
-            if sub_lm is None:
-                sub_lm = self.other_lms[0]
+        self.other_lms = _other_lms(other_backends, other_backend_kwargs, environ)
+        if sub_lm is None and self.other_lms:
+            sub_lm = self.other_lms[0]
         self.lm: LM = lm
         self.sub_lm: LM = sub_lm or lm
         self.max_iterations = max_iterations
@@ -188,15 +163,10 @@ class RLM:
 
             sandbox_limits = SandboxLimits(**self.environment_kwargs)
         self.sandbox_limits = sandbox_limits
-        printer = VerbosePrinter() if verbose else None
-        user_cb = on_event
-
-        async def _on_event(event: RLMEvent) -> None:
-            if printer is not None:
-                printer(event)
-            await emit(user_cb, event)
-
-        self._on_event = _on_event
+        #: Where runs get their sandbox (default: a fresh session each); the server leases one
+        #: from its pool so runs count against its session limits and tenant shares.
+        self.sandbox_factory = sandbox_factory
+        self._on_event = _events(on_event, verbose)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -214,23 +184,18 @@ class RLM:
         budget = Budget(
             tracker, max_tokens=self.max_tokens, max_cost=self.max_cost, max_time=self.max_time
         )
-        writer = TrajectoryWriter(self.log_dir) if self.log_dir is not None else None
-        try:
-            result = await self._run(
-                context,
-                root_prompt,
-                depth=0,
-                tracker=tracker,
-                budget=budget,
-                path=("root",),
-                writer=writer,
-            )
-        finally:
-            if writer is not None:
-                writer.close()
-        return result
+        return await run_loop(
+            self._loop_config(tracker, budget),
+            context,
+            root_prompt,
+            depth=0,
+            tracker=tracker,
+            budget=budget,
+            path=("root",),
+            log_dir=self.log_dir,
+        )
 
-    # -- the loop -----------------------------------------------------------------------------
+    # -- the loop's configuration -------------------------------------------------------------
 
     def _model_choices(self) -> dict[str, LM]:
         """Sub-models by name: the default sub-model and every other backend."""
@@ -239,254 +204,40 @@ class RLM:
             found.setdefault(other.model, other)
         return found
 
-    async def _run(
-        self,
-        context: ContextInput,
-        root_prompt: str | None,
-        *,
-        depth: int,
-        tracker: UsageTracker,
-        budget: Budget,
-        path: tuple[str, ...],
-        writer: TrajectoryWriter | None = None,
-    ) -> RLMChatCompletion:
+    def _loop_config(self, tracker: UsageTracker, budget: Budget) -> LoopConfig:
+        """What every run of this call tree shares; a child run is the same loop one level down."""
+        cfg: LoopConfig
+
+        async def child(
+            prompt: str, question: str, depth: int, path: tuple[str, ...]
+        ) -> RLMChatCompletion:
+            return await run_loop(
+                cfg, prompt, question, depth=depth, tracker=tracker, budget=budget, path=path
+            )
+
+        cfg = LoopConfig(
+            lm=self.lm,
+            sub_lm=self.sub_lm,
+            choices=self._model_choices(),
+            max_iterations=self.max_iterations,
+            max_depth=self.max_depth,
+            custom_system_prompt=self.custom_system_prompt,
+            max_subcall_chars=self.max_subcall_chars,
+            limits=self.sandbox_limits,
+            emit=self._on_event,
+            sandbox=self.sandbox_factory or self._own_sandbox,
+            child=child,
+        )
+        return cfg
+
+    @asynccontextmanager
+    async def _own_sandbox(
+        self, spec: ContextSpec, sub_calls: SubCallHandler
+    ) -> AsyncIterator[SandboxSession]:
+        """A fresh sandbox session for one run, closed when it ends."""
         from rlm_mcp.sandbox import SandboxSession
 
-        t0 = time.perf_counter()
-        lm = self.lm if depth == 0 else self.sub_lm
-        spec, summary = _prepare_context(context, self.store)
-        system = build_system_prompt(
-            summary,
-            custom=self.custom_system_prompt if depth == 0 else None,
-            max_subcall_chars=self.max_subcall_chars,
-            max_output_chars=self.sandbox_limits.max_output_chars,
-        )
-        choices = self._model_choices()
-        if len(choices) > 1:
-            system += (
-                "\n\nSub-models you can pick with llm_query(prompt, model=NAME) or "
-                f"llm_query_batched(prompts, model=NAME): {', '.join(choices)} (default: "
-                f"{self.sub_lm.model})."
-            )
-        messages: list[Message] = [
-            Message("system", system),
-            Message("user", first_user_prompt(root_prompt)),
-        ]
-        current: list[int | None] = [None]
-
-        child_factory = None
-        if depth + 1 < self.max_depth:
-
-            async def child_factory(prompt: str, n: int) -> RLMChatCompletion:
-                # The prompt becomes the child's context; the child answers it as a question.
-                return await self._run(
-                    prompt,
-                    "Answer the request written at the start of `context`.",
-                    depth=depth + 1,
-                    tracker=tracker,
-                    budget=budget,
-                    path=(*path, f"child{n}"),
-                )
-
-        router = SubCallRouter(
-            self.sub_lm,
-            tracker,
-            alternatives=self._model_choices(),
-            path=path,
-            on_event=self._on_event,
-            max_prompt_chars=self.max_subcall_chars,
-            child_factory=child_factory,
-            budget=budget,
-            depth=depth,
-            iteration=lambda: current[0],
-        )
-        if writer is not None:
-            writer.config(
-                root_model=lm.model,
-                sub_model=self.sub_lm.model,
-                backend=lm.backend,
-                max_iterations=self.max_iterations,
-                max_depth=self.max_depth,
-                max_tokens=self.max_tokens,
-                max_cost=self.max_cost,
-                max_time=self.max_time,
-                context_kind=summary.kind,
-                context_chars=summary.chars,
-                context_documents=summary.documents,
-                root_prompt=root_prompt,
-                system_prompt=system,
-            )
-        await self._on_event(
-            RLMEvent(
-                "run_started",
-                depth,
-                None,
-                f"run at depth {depth} over {summary.chars:,} chars",
-                {"context_chars": summary.chars, "documents": summary.documents, "model": lm.model},
-            )
-        )
-        trajectory: list[IterationRecord] = []
-        answer: str | None = None
-        best = ""
-        stop: str = "max_iterations"
-        notes: list[str] = []
-
-        async def ask(msgs: list[Message]) -> tuple[str, Any]:
-            if budget.max_time is None:
-                comp = await lm.complete(msgs)
-            else:
-                # The wall-time budget also bounds a model call that hangs.
-                with anyio.move_on_after(max(0.0, budget.max_time - budget.elapsed())):
-                    comp = await lm.complete(msgs)
-                    tracker.record(comp.usage, path=path)
-                    return comp.text or "", comp.usage
-                raise _OutOfTime
-            tracker.record(comp.usage, path=path)
-            return comp.text or "", comp.usage  # None from the provider becomes ""
-
-        async with SandboxSession(context=spec, limits=self.sandbox_limits, sub_calls=router) as sb:
-            for i in range(1, self.max_iterations + 1):
-                reason = budget.exceeded()
-                if reason is not None:
-                    stop = reason
-                    break
-                current[0] = i
-                await self._on_event(RLMEvent("iteration_started", depth, i, f"iteration {i}", {}))
-                it0 = time.perf_counter()
-                prompt_chars = sum(len(m.content) for m in messages)
-                try:
-                    text, usage = await ask(messages)
-                except _OutOfTime:
-                    stop = "max_time"
-                    break
-                record = IterationRecord(
-                    iteration=i,
-                    prompt_chars=prompt_chars,
-                    response=text,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                )
-                prose = strip_code(text).strip()
-                if prose:
-                    best = prose
-                feedback: list[str] = []
-                code_final: str | None = None
-                for n, code in enumerate(find_code_blocks(text), 1):
-                    res = await sb.execute(code)
-                    err = None if res.error is None else f"{res.error.type}: {res.error.message}"
-                    out = _truncate(res.output, self.sandbox_limits.max_output_chars)
-                    record.code_blocks.append(
-                        CodeBlockRecord(
-                            code=code,
-                            status=res.status,
-                            output=out,
-                            error=err,
-                            duration_s=res.duration_s,
-                            truncated=res.truncated or len(out) < len(res.output),
-                            sub_calls=router.drain(),
-                        )
-                    )
-                    part = (
-                        f"Block {n} ({res.status}):\n{out}"
-                        if out
-                        else f"Block {n} ({res.status}), no output."
-                    )
-                    if res.truncated:
-                        part += (
-                            f"\n[output truncated: {res.output_chars:,} chars printed. Print less.]"
-                        )
-                    if err:
-                        line = f" (line {res.error.line})" if res.error and res.error.line else ""
-                        part += f"\nError{line}: {err}"
-                    if res.reset:
-                        part += "\n[the REPL was restarted: every variable is gone]"
-                    feedback.append(part)
-                    if res.final is not None:
-                        code_final = res.final.value
-                        break
-                marker = find_final(text)
-                if code_final is not None:
-                    answer = code_final
-                elif marker is not None and marker.kind == "FINAL":
-                    answer = marker.value
-                elif marker is not None:
-                    value = await sb.get_variable_text(marker.value)
-                    if value is None:
-                        feedback.append(
-                            f"FINAL_VAR({marker.value}) failed: no variable named "
-                            f"{marker.value!r} exists in the REPL. Create it first, "
-                            "or use FINAL(...)."
-                        )
-                    else:
-                        answer = value
-                record.final_answer = answer
-                record.duration_s = time.perf_counter() - it0
-                trajectory.append(record)
-                if writer is not None:
-                    writer.iteration(record)
-                await self._on_event(
-                    RLMEvent(
-                        "iteration_finished",
-                        depth,
-                        i,
-                        f"iteration {i}: {len(record.code_blocks)} code block(s)"
-                        + ("; answered" if answer is not None else ""),
-                        record.to_dict(),
-                    )
-                )
-                if answer is not None:
-                    stop = "final"
-                    break
-                if not feedback:
-                    feedback.append("No ```repl block and no FINAL(...) found in your reply.")
-                messages.append(Message("assistant", text))
-                messages.append(
-                    Message("user", "\n\n".join(feedback) + "\n\n" + continue_prompt(root_prompt))
-                )
-            else:
-                reason = budget.exceeded()
-                if reason is not None:
-                    stop = reason
-                else:
-                    # Out of iterations: ask once for the best final answer.
-                    text, _ = await ask(
-                        [*messages, Message("user", last_chance_prompt(root_prompt))]
-                    )
-                    marker = find_final(text)
-                    if marker is not None and marker.kind == "FINAL":
-                        answer = marker.value
-                    elif marker is not None:
-                        answer = await sb.get_variable_text(marker.value)
-                    if answer is None:
-                        answer = strip_code(text).strip() or best
-                    stop = "max_iterations"
-        if answer is None:
-            answer = best
-        notes.extend(budget.notes)
-        result = RLMChatCompletion(
-            response=answer,
-            usage=tracker.subtree(*path) if depth > 0 else tracker.summary(),
-            iterations=len(trajectory),
-            trajectory=trajectory,
-            stop_reason=stop,  # type: ignore[arg-type]
-            execution_time=time.perf_counter() - t0,
-            root_model=lm.model,
-            trajectory_path=None if writer is None else writer.path,
-            notes=notes,
-        )
-        if writer is not None:
-            writer.result(result)
-        await self._on_event(
-            RLMEvent(
-                "run_finished",
-                depth,
-                None,
-                f"finished ({stop}) after {len(trajectory)} iteration(s)",
-                {
-                    "stop_reason": stop,
-                    "iterations": len(trajectory),
-                    "usage": result.usage.to_dict(),
-                },
-            )
-        )
-        return result
+        async with SandboxSession(
+            context=spec, limits=self.sandbox_limits, sub_calls=sub_calls
+        ) as sb:
+            yield sb

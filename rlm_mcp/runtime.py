@@ -26,6 +26,7 @@ from rlm_mcp.errors import ConfigError
 
 if TYPE_CHECKING:
     from rlm_mcp.lm.base import LM
+    from rlm_mcp.loop import SandboxFactory
     from rlm_mcp.rlm import RLM
     from rlm_mcp.sandbox import SandboxLimits, SessionPool
     from rlm_mcp.store import ContextStore
@@ -299,6 +300,7 @@ class Runtime:
         log_dir: Path | None = None,
         on_event: Callable[[RLMEvent], Any] | None = None,
         verbose: bool = False,
+        sandbox_factory: SandboxFactory | None = None,
     ) -> RLM:
         """An RLM whose sandbox runs under this runtime's limits."""
         from rlm_mcp.rlm import RLM
@@ -317,6 +319,7 @@ class Runtime:
             on_event=on_event,
             verbose=verbose,
             sandbox_limits=self.sandbox_limits,
+            sandbox_factory=sandbox_factory,
             max_subcall_chars=min(s.max_prompt_chars, DEFAULT_MAX_SUBCALL_CHARS),
         )
 

@@ -153,7 +153,7 @@ async def test_token_budget_stops_the_run_and_names_it() -> None:
 async def test_time_budget_stops_the_run() -> None:
     lm = ScriptedLM(lambda m: repl("print(1)"))
     with anyio.fail_after(60):
-        r = await RLM(lm=lm, max_time=0.0).acompletion("ctx", "q")
+        r = await RLM(lm=lm, max_time=1e-9).acompletion("ctx", "q")
     assert r.stop_reason == "max_time" and len(lm.requests) == 0
 
 
@@ -317,7 +317,7 @@ async def test_stored_handle_context_reads_the_stored_documents(tmp_path: Path) 
         [repl("import re\nw = re.search(r'word is (\\w+)', context).group(1)"), "FINAL_VAR(w)"]
     )
     with anyio.fail_after(60):
-        r = await RLM(lm=lm, store=store).acompletion(info.handle, "q")
+        r = await RLM(lm=lm).acompletion(store.get(info.handle), "q")
     assert r.response == "zebra"
     assert "2 documents" in lm.calls[0][0].content
 

@@ -91,16 +91,19 @@ class SessionPool:
         owner: Hashable = None,
         context: ContextSpec | None = None,
         sub_calls: SubCallHandler | None = None,
+        run_slot: bool = True,
     ) -> AsyncIterator[SandboxSession]:
         """The session for `key`, held for the block: the pool will not close it meanwhile.
 
         With `owner_max_running`, the block also holds one of the owner's run slots, so an
         owner's concurrent calls queue behind each other instead of taking every core.
+        `run_slot=False` is for sessions held across model calls (an rlm_complete run and its
+        children), which would otherwise hold a slot while waiting, or wait for their own parent.
         """
         self._leases[key] = self._leases.get(key, 0) + 1
         try:
             session = await self._get(key, owner=owner, context=context, sub_calls=sub_calls)
-            if self.owner_max_running is None:
+            if self.owner_max_running is None or not run_slot:
                 yield session
             else:
                 slots = self._running.setdefault(owner, anyio.Semaphore(self.owner_max_running))

@@ -48,7 +48,7 @@ _CONN_KEY = "rlm_mcp.connection_id"
 class SessionKey:
     """A pool key: what kind of scope, whose, which scope, which session in it."""
 
-    kind: Literal["local", "connection", "name", "handle"]
+    kind: Literal["local", "connection", "name", "handle", "run"]
     tenant: str | None
     scope: str
     name: str

@@ -7,8 +7,10 @@ The store, the sandbox pool and provider SDK clients are built by the Runtime on
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -104,6 +106,27 @@ class AppState:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(lambda: store.unpin(token))
+
+    def run_sandboxes(self, caller: Caller) -> Any:
+        """Where an rlm_complete run (and its child runs) gets sandboxes: leased from the pool
+        under the caller's share, so runs count against the session limit and tenant quotas."""
+        pool = self.runtime.pool()
+        run = secrets.token_hex(8)
+        count = itertools.count()
+
+        @asynccontextmanager
+        async def leased(spec: Any, sub_calls: Any) -> AsyncIterator[Any]:
+            key = SessionKey("run", caller.tenant, run, str(next(count)))
+            try:
+                async with pool.lease(
+                    key, owner=caller.owner, context=spec, sub_calls=sub_calls, run_slot=False
+                ) as session:
+                    yield session
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await pool.close(key)
+
+        return leased
 
     def trajectory_dir(self, caller: Caller) -> Path:
         """Where the caller's runs are written and listed: each tenant has its own folder."""

@@ -137,8 +137,6 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
         model: str | None = None,
         sub_model: str | None = None,
     ) -> Annotated[CallToolResult, CompleteResult]:
-        from rlm_mcp.sandbox import ContextSpec
-
         with tool_errors("rlm_complete"):
             if (handle is None) == (text is None):
                 raise ArgumentError("give exactly one of handle or text")
@@ -166,10 +164,7 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
             store, info = None, None
             if handle is not None:
                 store, info = await state.resolve(caller, handle)
-                text_file = await anyio.to_thread.run_sync(lambda: store.text_path(info.handle))
-                context = ContextSpec(
-                    path=text_file, documents=[(d.path, d.start, d.length) for d in info.documents]
-                )
+                context = store.get(info.handle)
             steps = 0
 
             async def on_event(event: Any) -> None:
@@ -180,7 +175,12 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
 
             lm, sub_lm = state.runtime.lms(model, sub_model, ctx=ctx)
             rlm = state.runtime.rlm(
-                lm, sub_lm, log_dir=state.trajectory_dir(caller), on_event=on_event, **run
+                lm,
+                sub_lm,
+                log_dir=state.trajectory_dir(caller),
+                on_event=on_event,
+                sandbox_factory=state.run_sandboxes(caller),
+                **run,
             )
             async with state.pinned(store, None if info is None else info.handle):
                 result = await rlm.acompletion(context, root_prompt=query)
