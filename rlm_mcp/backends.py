@@ -13,6 +13,7 @@ from typing import Any
 
 from rlm_mcp.config import DEFAULT_LM_TIMEOUT, DEFAULT_MAX_RETRIES
 from rlm_mcp.lm.base import LM
+from rlm_mcp.lm.limits import ConcurrencyLimit
 
 __all__ = ["AUTO", "backend_name", "build_lm", "pick_backend"]
 
@@ -67,6 +68,7 @@ def build_lm(
     timeout: float = DEFAULT_LM_TIMEOUT,
     max_retries: int = DEFAULT_MAX_RETRIES,
     cache_dir: Path | None = None,
+    limit: ConcurrencyLimit | None = None,
 ) -> LM:
     """One LM for `backend`; with `cache_dir`, answers are cached there (CachedLM).
 
@@ -88,7 +90,7 @@ def build_lm(
         kw["max_retries"] = max_retries
         if base_url:
             kw["base_url"] = base_url
-    lm = resolve_lm(backend, environ=environ, **kw)
+    lm = resolve_lm(backend, environ=environ, limit=limit, **kw)
     if cache_dir is not None and name not in _LOCAL_BACKENDS:
         return CachedLM(lm, cache_dir)
     return lm

@@ -26,6 +26,7 @@ from rlm_mcp.errors import ConfigError
 
 if TYPE_CHECKING:
     from rlm_mcp.lm.base import LM
+    from rlm_mcp.lm.limits import ConcurrencyLimit
     from rlm_mcp.loop import SandboxFactory
     from rlm_mcp.rlm import RLM
     from rlm_mcp.sandbox import SandboxLimits, SessionPool
@@ -126,6 +127,7 @@ class Runtime:
         self._pool: SessionPool | None = None
         self._lms: dict[tuple[str | None, ...], tuple[Any, Any]] = {}
         self._tokens: dict[str, str] | None = None
+        self._limit: ConcurrencyLimit | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Runtime:
@@ -226,6 +228,15 @@ class Runtime:
         return self._pool
 
     @property
+    def limit(self) -> ConcurrencyLimit:
+        """The one concurrency limit every model of this runtime shares (never a global)."""
+        if self._limit is None:
+            from rlm_mcp.lm.limits import ConcurrencyLimit
+
+            self._limit = ConcurrencyLimit(self.settings.max_concurrency)
+        return self._limit
+
+    @property
     def started_pool(self) -> SessionPool | None:
         """The pool if something has used it, without starting one."""
         return self._pool
@@ -260,16 +271,19 @@ class Runtime:
 
     def _build_lms(self, key: tuple[str | None, ...], ctx: Any) -> tuple[LM, LM | None]:
         from rlm_mcp.backends import AUTO, backend_name, build_lm, pick_backend
-        from rlm_mcp.lm import set_max_concurrency
 
         backend, model, sub_backend, sub_model, base_url = key
         s = self.settings
-        set_max_concurrency(s.max_concurrency)
         root_backend = backend or s.backend
         if backend_name(root_backend) == AUTO:
             root_backend = pick_backend(self.environ, ctx, base_url=base_url)
         root_model = model or s.model
-        common = {"environ": self.environ, "ctx": ctx, "timeout": s.lm_timeout}
+        common = {
+            "environ": self.environ,
+            "ctx": ctx,
+            "timeout": s.lm_timeout,
+            "limit": self.limit,
+        }
         lm = build_lm(
             root_backend, model=root_model, base_url=base_url, max_retries=s.max_retries, **common
         )

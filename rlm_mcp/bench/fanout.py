@@ -38,14 +38,12 @@ from rlm_mcp.bench._table import BenchRow, format_table
 from rlm_mcp.lm import (
     LM,
     Completion,
+    ConcurrencyLimit,
     Message,
     Usage,
     complete_many,
-    get_max_concurrency,
     resolve_lm,
-    set_max_concurrency,
 )
-from rlm_mcp.lm.limits import provider_slot
 
 __all__ = ["main", "measure"]
 
@@ -82,7 +80,14 @@ async def _run(base_url: str, n: int, limit: int, repeats: int) -> tuple[float, 
 
     Each repeat times the SDK batch and then the raw-socket floor, so both see the same load.
     """
-    lm = resolve_lm("openai", model_name="fake-sub", api_key="k", base_url=base_url, max_retries=0)
+    lm = resolve_lm(
+        "openai",
+        model_name="fake-sub",
+        api_key="k",
+        base_url=base_url,
+        max_retries=0,
+        limit=ConcurrencyLimit(limit),
+    )
     requests = [[Message("user", f"sub-call {i}")] for i in range(n)]
     walls: list[float] = []
     cpus: list[float] = []
@@ -172,17 +177,18 @@ class _SleepingLM:
     model = "sleeping"
     backend = "bench"
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, limit: ConcurrencyLimit) -> None:
         self.latency = latency
+        self.limit = limit
 
     async def complete(self, messages: Sequence[Message], **_: object) -> Completion:
-        async with provider_slot():
+        async with self.limit.slot():
             await anyio.sleep(self.latency)
         return Completion("ok", Usage(self.model))
 
 
-async def _run_in_process(n: int, latency: float) -> float:
-    lm: LM = _SleepingLM(latency)
+async def _run_in_process(n: int, latency: float, limit: int) -> float:
+    lm: LM = _SleepingLM(latency, ConcurrencyLimit(limit))
     start = time.perf_counter()
     await complete_many(lm, [[Message("user", str(i))] for i in range(n)])
     return time.perf_counter() - start
@@ -194,14 +200,9 @@ def measure(
     """Run the fan-out benchmark and return its table rows."""
     if quick:
         n, latency, limit, repeats = 8, 0.02, 4, 2
-    before = get_max_concurrency()
-    set_max_concurrency(limit)
-    try:
-        with _provider_process(latency) as url:
-            sequential, batched, cpu, floor = anyio.run(_run, url + "/v1", n, limit, repeats)
-        in_process = anyio.run(_run_in_process, n, latency)
-    finally:
-        set_max_concurrency(before)
+    with _provider_process(latency) as url:
+        sequential, batched, cpu, floor = anyio.run(_run, url + "/v1", n, limit, repeats)
+    in_process = anyio.run(_run_in_process, n, latency, limit)
     ideal_batch = math.ceil(n / limit) * latency
     ratio = batched / ideal_batch
     return [

@@ -1,9 +1,13 @@
-"""The process-wide concurrency limit and the batch helpers built on it.
+"""A concurrency limit for provider requests, and the batch helpers built on it.
 
 Every adapter acquires ONE slot around each provider request (not around a batch), so nested
 batches cannot multiply the limit, and a parent that waits for its children holds no slot while
-it waits: no deadlock however deep the recursion goes. The limiter is per event loop (an anyio
-RunVar) because a limiter cannot be shared between loops; all loops read the same maximum.
+it waits: no deadlock however deep the recursion goes.
+
+A `ConcurrencyLimit` is an object, not a process global: a `Runtime` makes one and hands it to
+every model it builds, so two runtimes in one process (two servers in a test, a library user
+beside the server) never share or reset each other's limit. It keeps one anyio limiter per event
+loop, because a limiter cannot be shared between loops.
 """
 
 from __future__ import annotations
@@ -19,54 +23,43 @@ from rlm_mcp.config import DEFAULT_MAX_CONCURRENCY
 from rlm_mcp.errors import ConfigError
 from rlm_mcp.lm.base import LM, Completion, Message
 
-__all__ = [
-    "complete_many",
-    "complete_sync",
-    "get_max_concurrency",
-    "provider_slot",
-    "set_max_concurrency",
-]
-
-_max_concurrency = DEFAULT_MAX_CONCURRENCY
-_limiter: RunVar[anyio.CapacityLimiter] = RunVar("rlm_mcp_lm_limiter")
+__all__ = ["ConcurrencyLimit", "complete_many", "complete_sync"]
 
 
-def set_max_concurrency(n: int) -> None:
-    """Set how many provider requests may be in flight at once in this process."""
-    global _max_concurrency
-    if n < 1:
-        raise ConfigError(f"max concurrency must be >= 1, got {n}. Set RLM_MCP_MAX_CONCURRENCY.")
-    _max_concurrency = n
+class ConcurrencyLimit:
+    """At most `max_concurrency` provider requests in flight among the models that share it."""
 
+    def __init__(self, max_concurrency: int = DEFAULT_MAX_CONCURRENCY) -> None:
+        if max_concurrency < 1:
+            raise ConfigError(
+                f"max concurrency must be >= 1, got {max_concurrency}. Set RLM_MCP_MAX_CONCURRENCY."
+            )
+        self.max_concurrency = max_concurrency
+        self._var: RunVar[anyio.CapacityLimiter] = RunVar(f"rlm_mcp_limit_{id(self):x}")
 
-def get_max_concurrency() -> int:
-    return _max_concurrency
+    def __repr__(self) -> str:
+        return f"ConcurrencyLimit({self.max_concurrency})"
 
+    def _limiter(self) -> anyio.CapacityLimiter:
+        try:
+            return self._var.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(self.max_concurrency)
+            self._var.set(limiter)
+            return limiter
 
-def _current_limiter() -> anyio.CapacityLimiter:
-    try:
-        limiter = _limiter.get()
-    except LookupError:
-        limiter = anyio.CapacityLimiter(_max_concurrency)
-        _limiter.set(limiter)
-    if limiter.total_tokens != _max_concurrency:
-        limiter.total_tokens = _max_concurrency
-    return limiter
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot for the duration of one provider request."""
+        async with self._limiter():
+            yield
 
-
-@asynccontextmanager
-async def provider_slot() -> AsyncIterator[None]:
-    """Hold one slot of the process-wide limit for the duration of one provider request."""
-    async with _current_limiter():
-        yield
-
-
-def in_flight() -> int:
-    """Slots currently held in this event loop (for tests and diagnostics)."""
-    try:
-        return int(_limiter.get().borrowed_tokens)
-    except LookupError:
-        return 0
+    def in_flight(self) -> int:
+        """Slots held now in this event loop (for tests and diagnostics)."""
+        try:
+            return int(self._var.get().borrowed_tokens)
+        except LookupError:
+            return 0
 
 
 async def complete_many(
@@ -74,8 +67,8 @@ async def complete_many(
 ) -> list[Completion]:
     """Run a batch concurrently and return completions in request order.
 
-    The batch itself takes no slot; each request inside takes one, so the process-wide limit is
-    what bounds parallelism. The first failure cancels the rest and propagates.
+    The batch itself takes no slot; each request inside takes one, so the models' limit is what
+    bounds parallelism. The first failure cancels the rest and propagates.
     """
     results: list[Completion | None] = [None] * len(requests)
     errors: list[Exception] = []

@@ -22,7 +22,7 @@ import anyio
 
 from rlm_mcp.config import DEFAULT_LM_TIMEOUT, DEFAULT_MAX_RETRIES
 from rlm_mcp.errors import ProviderError, ProviderTimeoutError
-from rlm_mcp.lm.limits import provider_slot
+from rlm_mcp.lm.limits import ConcurrencyLimit
 
 __all__ = ["RetryPolicy", "call_with_retries", "parse_retry_after"]
 
@@ -143,12 +143,13 @@ async def call_with_retries(
     policy: RetryPolicy,
     is_malformed: Callable[[BaseException], bool] = lambda exc: False,
     base_url: str | None = None,
+    limit: ConcurrencyLimit,
 ) -> T:
-    """Call `send()` under the concurrency limit and per-attempt timeout, retrying as documented."""
+    """Call `send()` under `limit` and the per-attempt timeout, retrying as documented."""
     attempt = 0
     while True:
         try:
-            async with provider_slot():
+            async with limit.slot():
                 with anyio.fail_after(policy.timeout):
                     return await send()
         except ProviderError:

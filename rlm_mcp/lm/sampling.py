@@ -15,7 +15,7 @@ from typing import Any
 
 from rlm_mcp.errors import SamplingUnavailableError
 from rlm_mcp.lm.base import Completion, Message, Usage
-from rlm_mcp.lm.limits import provider_slot
+from rlm_mcp.lm.limits import ConcurrencyLimit
 from rlm_mcp.lm.retry import estimate_tokens
 
 __all__ = ["DEFAULT_SAMPLING_MAX_TOKENS", "SamplingLM"]
@@ -26,9 +26,12 @@ DEFAULT_SAMPLING_MAX_TOKENS = 4096
 class SamplingLM:
     """An LM that asks the connected MCP client to sample."""
 
-    def __init__(self, ctx: Any, *, model_hint: str | None = None) -> None:
+    def __init__(
+        self, ctx: Any, *, model_hint: str | None = None, limit: ConcurrencyLimit | None = None
+    ) -> None:
         self.ctx = ctx
         self.model_hint = model_hint
+        self.limit = limit or ConcurrencyLimit()
 
     @property
     def model(self) -> str:
@@ -85,7 +88,7 @@ class SamplingLM:
         )
         started = time.monotonic()
         try:
-            async with provider_slot():
+            async with self.limit.slot():
                 result = await self.ctx.session.create_message(
                     turns,
                     max_tokens=max_tokens or DEFAULT_SAMPLING_MAX_TOKENS,

@@ -72,7 +72,7 @@ class Caller:
 def connection_of(ctx: Any) -> Any:
     """The SDK's per-connection object behind `ctx`, or None.
 
-    mcp 2.3 exposes it only as `ServerSession._connection`; tests/test_server_identity.py fails
+    mcp 2.3 exposes it only as `ServerSession._connection`; tests/security/test_tenants.py fails
     if a new SDK moves it, so that sessions can never silently stop being per-connection.
     """
     session = getattr(ctx, "session", None)

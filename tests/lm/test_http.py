@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from rlm_mcp.lm import Message, get_max_concurrency, resolve_lm, set_max_concurrency
+from rlm_mcp.lm import ConcurrencyLimit, Message, resolve_lm
 from rlm_mcp.lm._http import (
     SDK_MAX_KEEPALIVE,
     CoalescingBackend,
@@ -110,25 +110,27 @@ async def test_the_sdk_client_keeps_alive_at_least_max_concurrency_connections(
 
 
 @pytest.mark.parametrize("backend", ["openai", "anthropic"])
-async def test_adapters_build_their_sdk_client_on_it_sized_to_the_current_limit(
+async def test_adapters_build_their_sdk_client_on_it_sized_to_their_limit(
     backend: str,
 ) -> None:
-    before = get_max_concurrency()
-    set_max_concurrency(300)
-    try:
-        with FakeProvider(["hi"]) as fake:
-            base = fake.openai_base_url if backend == "openai" else fake.anthropic_base_url
-            lm = resolve_lm(backend, model_name="m", api_key="k", base_url=base, max_retries=0)
-            try:
-                with anyio.fail_after(10):
-                    comp = await lm.complete([Message("user", "x")])
-                pool = lm._client._client._transport._pool  # type: ignore[attr-defined]
-                assert pool._max_keepalive_connections == 300
-                assert isinstance(pool._network_backend, CoalescingBackend)
-            finally:
-                await lm.aclose()  # type: ignore[attr-defined]
-        assert comp.text == "hi"
-        (req,) = fake.requests
-        assert req.json["messages"] == [{"role": "user", "content": "x"}]
-    finally:
-        set_max_concurrency(before)
+    with FakeProvider(["hi"]) as fake:
+        base = fake.openai_base_url if backend == "openai" else fake.anthropic_base_url
+        lm = resolve_lm(
+            backend,
+            model_name="m",
+            api_key="k",
+            base_url=base,
+            max_retries=0,
+            limit=ConcurrencyLimit(300),
+        )
+        try:
+            with anyio.fail_after(10):
+                comp = await lm.complete([Message("user", "x")])
+            pool = lm._client._client._transport._pool  # type: ignore[attr-defined]
+            assert pool._max_keepalive_connections == 300
+            assert isinstance(pool._network_backend, CoalescingBackend)
+        finally:
+            await lm.aclose()  # type: ignore[attr-defined]
+    assert comp.text == "hi"
+    (req,) = fake.requests
+    assert req.json["messages"] == [{"role": "user", "content": "x"}]

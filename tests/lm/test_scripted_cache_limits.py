@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -15,26 +15,16 @@ from rlm_mcp.lm import (
     LM,
     CachedLM,
     Completion,
+    ConcurrencyLimit,
     Message,
     ScriptedLM,
     Usage,
     complete_many,
     complete_sync,
-    get_max_concurrency,
-    set_max_concurrency,
 )
-from rlm_mcp.lm.limits import in_flight, provider_slot
 from rlm_mcp.lm.retry import RetryPolicy, parse_retry_after
 
 USER = [Message("user", "what is 6*7?")]
-
-
-@pytest.fixture
-def limit_4() -> Iterator[None]:
-    before = get_max_concurrency()
-    set_max_concurrency(4)
-    yield
-    set_max_concurrency(before)
 
 
 # --- ScriptedLM -------------------------------------------------------------------------------
@@ -113,14 +103,15 @@ async def test_disabled_cache_always_calls_the_model(tmp_path: Path) -> None:
 class SlotLM:
     """An LM that takes a provider slot like the adapters and records the peak in flight."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: ConcurrencyLimit) -> None:
         self.peak = 0
         self.model = "slot"
         self.backend = "test"
+        self.limit = limit
 
     async def complete(self, messages: Sequence[Message], **_: object) -> Completion:
-        async with provider_slot():
-            self.peak = max(self.peak, in_flight())
+        async with self.limit.slot():
+            self.peak = max(self.peak, self.limit.in_flight())
             await anyio.sleep(0.01)
         return Completion(messages[-1].content, Usage(self.model))
 
@@ -139,8 +130,8 @@ class NestedLM:
 
 
 @pytest.mark.anyio
-async def test_nested_batches_never_exceed_the_process_wide_limit(limit_4: None) -> None:
-    leaf = SlotLM()
+async def test_nested_batches_never_exceed_the_shared_limit() -> None:
+    leaf = SlotLM(ConcurrencyLimit(4))
     nested: LM = NestedLM(leaf)  # type: ignore[assignment]
     with anyio.fail_after(20):
         results = await complete_many(nested, [[Message("user", "q")] for _ in range(6)])
@@ -159,7 +150,32 @@ async def test_complete_many_keeps_request_order_and_raises_the_first_failure() 
 
 def test_max_concurrency_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="RLM_MCP_MAX_CONCURRENCY"):
-        set_max_concurrency(0)
+        ConcurrencyLimit(0)
+
+
+@pytest.mark.anyio
+async def test_two_limits_in_one_process_neither_share_nor_reset_each_other() -> None:
+    small, big = SlotLM(ConcurrencyLimit(2)), SlotLM(ConcurrencyLimit(5))
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for lm in (small, big):
+                tg.start_soon(complete_many, lm, [[Message("user", f"{i}")] for i in range(12)])
+    assert (small.peak, big.peak) == (2, 5)
+
+
+def test_each_runtime_gives_its_models_its_own_limit(tmp_path: Path) -> None:
+    from rlm_mcp.config import Settings
+    from rlm_mcp.runtime import Runtime
+
+    env = {"OPENAI_API_KEY": "k"}
+    a = Runtime(Settings(home=tmp_path / "a", max_concurrency=3), environ=env)
+    b = Runtime(Settings(home=tmp_path / "b", max_concurrency=9), environ=env)
+    (ra, _), (rb, _) = a.lms(), b.lms()
+    later = Runtime(Settings(home=tmp_path / "c", max_concurrency=1), environ=env).lms()[0]
+    assert ra.limit is a.limit and rb.limit is b.limit  # type: ignore[attr-defined]
+    assert (ra.limit.max_concurrency, rb.limit.max_concurrency) == (3, 9)  # type: ignore[attr-defined]
+    assert later.limit.max_concurrency == 1  # type: ignore[attr-defined]
+    assert ra.limit.max_concurrency == 3  # building another runtime's models reset nothing  # type: ignore[attr-defined]
 
 
 # --- retry helpers ----------------------------------------------------------------------------
