@@ -42,6 +42,7 @@ DEFAULT_SESSION_GRACE_SECONDS = 60.0
 DEFAULT_SESSION_WAIT_SECONDS = 30.0
 DEFAULT_MAX_SUB_CALLS = 1_000  # llm_query prompts per sandbox execute
 DEFAULT_MAX_PROMPT_CHARS = 1_000_000  # one llm_query prompt from the sandbox
+DEFAULT_MAX_FINAL_CHARS = 10_000_000  # a final answer longer than this is cut in the worker
 # LM
 #: "auto": openai when OPENAI_API_KEY/OPENAI_BASE_URL is set, else anthropic when
 #: ANTHROPIC_API_KEY is, else the MCP client's model (sampling) when it can; see backends.py.

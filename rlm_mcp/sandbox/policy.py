@@ -13,6 +13,7 @@ import collections
 import functools
 import operator
 import random as _random
+import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -217,16 +218,27 @@ def _build_proxy(name: str, rng: _random.Random) -> ModuleProxy:
         if value is None or isinstance(value, types.ModuleType):
             continue
         members[member] = value
+    if name == "functools":
+        members["partial"] = SafePartial
     return ModuleProxy(name, members)
 
 
-def make_importer(rng: _random.Random) -> Callable[..., ModuleProxy]:
+#: Modules that allowed C code imports for itself (datetime's strftime imports `time`). C code
+#: calls `__import__(name, globals, globals, [], 0)` with a list as `fromlist`; an import
+#: statement passes None or a tuple, and sandboxed code cannot call `__import__` itself (the
+#: name is private), so only C code gets these, and C code never hands them back.
+_C_INTERNAL_IMPORTS = frozenset({"time"})
+
+
+def make_importer(rng: _random.Random) -> Callable[..., Any]:
     """A guarded `__import__` handing out one cached proxy per module per session."""
     cache: dict[str, ModuleProxy] = {}
 
     def guarded_import(
         name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
-    ) -> ModuleProxy:
+    ) -> Any:
+        if type(fromlist) is list and level == 0 and name in _C_INTERNAL_IMPORTS:
+            return sys.modules.get(name) or __import__(name)
         if level != 0 or name not in ALLOWED_MODULES:
             raise ImportError(
                 f"import of {name!r} is not allowed in the sandbox; "
@@ -320,6 +332,42 @@ def aug_attr(obj: Any, name: str, op: str, value: Callable[[], Any]) -> None:
     setattr(guarded_write(obj), name, inplacevar(op, current, value()))
 
 
+class SandboxPrint:
+    """What the name `print` is inside the sandbox."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: Callable[..., None]) -> None:
+        self._target = target
+
+    def __call__(self, *objects: Any, **kwargs: Any) -> None:
+        self._target(*objects, **kwargs)
+
+    def __repr__(self) -> str:
+        return "<built-in function print>"
+
+
+class SafePartial:
+    """`functools.partial` for sandboxed code: calls through, and exposes neither the wrapped
+    function (`.func` handed code a bound method of the host's printer) nor an address."""
+
+    __slots__ = ("_args", "_func", "_kwargs")
+
+    def __init__(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        if not callable(func):
+            raise TypeError("the first argument of partial must be callable")
+        self._func, self._args, self._kwargs = func, args, kwargs
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._func(*self._args, *args, **{**self._kwargs, **kwargs})
+
+    def __repr__(self) -> str:
+        name = getattr(self._func, "__name__", None) or type(self._func).__name__
+        if isinstance(self._func, SandboxPrint):
+            name = "print"
+        return f"functools.partial({name}, ...)"
+
+
 class CappedPrinter:
     """One print collector per call, shared by every scope: stores at most `cap` characters.
 
@@ -331,6 +379,9 @@ class CappedPrinter:
         self.parts: list[str] = []
         self.stored = 0
         self.total = 0
+        # `print` as sandboxed code sees it: a callable with nothing to reach through and a
+        # repr without an address (a bound method handed code this printer and its address)
+        self._call_print = SandboxPrint(self._emit)
 
     def __call__(self, _getattr_: Any = None) -> CappedPrinter:  # RestrictedPython's `_print_(...)`
         return self
@@ -344,7 +395,7 @@ class CappedPrinter:
             self.parts.append(piece)
             self.stored += len(piece)
 
-    def _call_print(self, *objects: Any, **kwargs: Any) -> None:
+    def _emit(self, *objects: Any, **kwargs: Any) -> None:
         kwargs.pop("file", None)
         kwargs.pop("flush", None)
         sep = kwargs.pop("sep", " ")

@@ -36,6 +36,7 @@ from anyio.abc import Process
 
 from rlm_mcp.config import (
     DEFAULT_EXEC_TIMEOUT,
+    DEFAULT_MAX_FINAL_CHARS,
     DEFAULT_MAX_OUTPUT_CHARS,
     DEFAULT_MAX_PROMPT_CHARS,
     DEFAULT_MAX_SUB_CALLS,
@@ -70,6 +71,7 @@ class SandboxLimits:
     max_open_files: int = 32
     max_sub_calls: int = DEFAULT_MAX_SUB_CALLS  # llm_query prompts per execute
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS  # characters of one llm_query prompt
+    max_final_chars: int = DEFAULT_MAX_FINAL_CHARS  # a longer final answer is cut (and flagged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +228,7 @@ class SandboxSession:
                         "sub_calls": self.sub_calls is not None,
                         "max_sub_calls": self.limits.max_sub_calls,
                         "max_prompt_chars": self.limits.max_prompt_chars,
+                        "max_final_chars": self.limits.max_final_chars,
                     }
                 )
                 ready = await worker.receive()
@@ -494,7 +497,13 @@ def _to_result(reply: dict[str, Any], duration: float, sub_calls: int) -> ExecRe
         duration_s=duration,
         final=None
         if not final
-        else FinalAnswer(str(final["value"]), final["source"], final.get("variable")),
+        else FinalAnswer(
+            str(final["value"]),
+            final["source"],
+            final.get("variable"),
+            chars=int(final.get("chars", len(str(final["value"])))),
+            truncated=bool(final.get("truncated")),
+        ),
         sub_calls=sub_calls,
         notes=tuple(reply.get("notes", ())),
     )

@@ -42,6 +42,8 @@ class FinalAnswer:
     value: str
     source: Literal["FINAL", "FINAL_VAR", "answer"]
     variable: str | None = None
+    chars: int = 0  # the answer's full length (value may be cut at SandboxLimits.max_final_chars)
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

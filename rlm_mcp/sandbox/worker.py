@@ -18,7 +18,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from rlm_mcp.config import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_SUB_CALLS
+from rlm_mcp.config import (
+    DEFAULT_MAX_FINAL_CHARS,
+    DEFAULT_MAX_PROMPT_CHARS,
+    DEFAULT_MAX_SUB_CALLS,
+)
 from rlm_mcp.sandbox import loader, policy
 from rlm_mcp.sandbox.protocol import encode, read_frame_sync
 
@@ -41,9 +45,22 @@ _INTERNAL = frozenset(
 )
 
 
+#: Every field of a reply that code can make long is cut here (the parent cuts again).
+FIELD_CHARS = 120
+MAX_VARIABLES = 50
+MAX_ERROR_CHARS = 2_000
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 12] + " [... cut]"
+
+
 def _summary(value: Any) -> tuple[str, str]:
-    """(type name, one-line summary); never raises: it runs outside the user code's try."""
-    kind = type(value).__name__
+    """(type name, one-line summary); never raises: it runs outside the user code's try.
+
+    The type name is code's to choose (`namedtuple('T' * 10**7, ...)`), so it is cut too.
+    """
+    kind = _cut(type(value).__name__, FIELD_CHARS)
     try:
         return _describe_value(value, kind)
     except Exception:
@@ -80,8 +97,10 @@ class Executor:
         use_timer: bool = False,
         max_sub_calls: int = DEFAULT_MAX_SUB_CALLS,
         max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+        max_final_chars: int = DEFAULT_MAX_FINAL_CHARS,
     ) -> None:
         self.max_output_chars = max_output_chars
+        self.max_final_chars = max_final_chars
         self.llm = llm
         self.use_timer = use_timer
         self.max_sub_calls = max_sub_calls
@@ -273,7 +292,10 @@ class Executor:
         self.final.value = None
         self.sub_calls_used = 0
         self.pending = None
-        before = {n: (id(self.ns[n]), _summary(self.ns[n])) for n in self.user_names()}
+        before: dict[str, Any] = {
+            n: (id(self.ns[n]), _summary(self.ns[n])) for n in self.user_names()
+        }
+        before["\0answer"] = self._ready_answer()  # a key no variable can have
         result: dict[str, Any] = {"status": "ok", "error": None, "notes": []}
         try:
             compiled, errors = policy.compile_user_code(code)
@@ -289,7 +311,7 @@ class Executor:
             result["status"] = "violation" if not errors[0].startswith("SyntaxError") else "error"
             result["error"] = {
                 "type": "SyntaxError" if result["status"] == "error" else "PolicyViolation",
-                "message": "; ".join(errors),
+                "message": _cut("; ".join(errors), MAX_ERROR_CHARS),
                 "line": None,
             }
             return self._finish(result, before)
@@ -328,22 +350,56 @@ class Executor:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         return self._finish(result, before)
 
-    def _finish(self, result: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-        variables = []
+    def _ready_answer(self) -> tuple[int, int] | None:
+        """Identity of a ready `answer` dict and its content, or None when none is ready."""
+        answer = self.ns.get("answer")
+        if isinstance(answer, dict) and answer.get("ready") is True:
+            return id(answer), id(answer.get("content"))
+        return None
+
+    def _changed_variables(self, before: dict[str, Any]) -> list[dict[str, str]]:
+        """The variables this call created or changed: at most MAX_VARIABLES, then a count."""
+        variables: list[dict[str, str]] = []
+        more = 0
         try:
             for name in self.user_names():
                 value = self.ns[name]
                 kind, summary = _summary(value)
-                if before.get(name) != (id(value), (kind, summary)):
-                    variables.append({"name": name, "type": kind, "summary": summary})
+                if before.get(name) == (id(value), (kind, summary)):
+                    continue
+                if len(variables) < MAX_VARIABLES:
+                    variables.append(
+                        {"name": _cut(name, FIELD_CHARS), "type": kind, "summary": summary}
+                    )
+                else:
+                    more += 1
         except BaseException:
             pass
+        if more:
+            variables.append(
+                {"name": "...", "type": "", "summary": f"{more:,} more changed variables"}
+            )
+        return variables
+
+    def _final(self, before: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer this call gave: FINAL/FINAL_VAR, or `answer` made ready (or replaced)
+        during this call. A ready `answer` left from an earlier call is not an answer again."""
         final = self.final.value
-        answer = self.ns.get("answer")
-        if result["status"] != "ok":
-            final = None
-        elif final is None and isinstance(answer, dict) and answer.get("ready") is True:
-            final = {"value": str(answer.get("content", "")), "source": "answer", "variable": None}
+        if final is None:
+            ready = self._ready_answer()
+            if ready is None or ready == before.get("\0answer"):
+                return None
+            content = self.ns["answer"].get("content", "")
+            final = {"value": str(content), "source": "answer", "variable": None}
+        value = final["value"]
+        final["chars"] = len(value)
+        final["truncated"] = len(value) > self.max_final_chars
+        final["value"] = value[: self.max_final_chars]
+        return final
+
+    def _finish(self, result: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+        variables = self._changed_variables(before)
+        final = self._final(before) if result["status"] == "ok" else None
         printer = self.printer
         result.update(
             output=printer.text,
@@ -472,6 +528,7 @@ def main() -> int:
         use_timer=True,
         max_sub_calls=int(init.get("max_sub_calls", DEFAULT_MAX_SUB_CALLS)),
         max_prompt_chars=int(init.get("max_prompt_chars", DEFAULT_MAX_PROMPT_CHARS)),
+        max_final_chars=int(init.get("max_final_chars", DEFAULT_MAX_FINAL_CHARS)),
     )
     signal.signal(signal.SIGALRM, lambda signum, frame: executor.interrupt("timeout"))
     signal.signal(signal.SIGUSR1, lambda signum, frame: executor.interrupt("cancelled"))

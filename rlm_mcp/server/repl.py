@@ -145,7 +145,13 @@ def register_run_repl(mcp: MCPServer, state: AppState) -> None:
                     "final answer",
                 )
         usage = sub_calls.tracker.summary()
-        notes, more_notes = cap_list([cap(n) for n in res.notes], MAX_NOTES)
+        raw_notes = list(res.notes)
+        if res.final is not None and res.final.truncated:
+            raw_notes.append(
+                f"the final answer has {res.final.chars:,} chars; the sandbox keeps the first "
+                f"{len(res.final.value):,} (SandboxLimits.max_final_chars)"
+            )
+        notes, more_notes = cap_list([cap(n) for n in raw_notes], MAX_NOTES)
         if more_notes:
             notes.append(f"... {more_notes} more notes")
         result = ReplResult(

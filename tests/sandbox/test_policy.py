@@ -145,15 +145,26 @@ def test_documents_are_name_start_length_and_document_returns_the_text() -> None
 
 def test_final_final_var_and_answer_dict_set_the_final_answer() -> None:
     ex = Executor(max_output_chars=100)
-    assert run("FINAL('done')", ex)["final"] == {
-        "value": "done",
-        "source": "FINAL",
+    keys = ("value", "source", "variable")
+
+    def final(code: str) -> dict[str, object] | None:
+        got = run(code, ex)["final"]
+        return None if got is None else {k: got[k] for k in keys}
+
+    assert final("FINAL('done')") == {"value": "done", "source": "FINAL", "variable": None}
+    assert final("res = 7\nFINAL_VAR('res')") == {
+        "value": "7",
+        "source": "FINAL_VAR",
+        "variable": "res",
+    }
+    r = final("answer = {'content': 'hi', 'ready': True}")
+    assert r == {"value": "hi", "source": "answer", "variable": None}
+    assert final("x = 1") is None  # a ready answer left from before is not an answer again
+    assert final("answer['content'] = 'bye'") == {
+        "value": "bye",
+        "source": "answer",
         "variable": None,
     }
-    r = run("res = 7\nFINAL_VAR('res')", ex)
-    assert r["final"] == {"value": "7", "source": "FINAL_VAR", "variable": "res"}
-    r = run("answer = {'content': 'hi', 'ready': True}", ex)
-    assert r["final"] == {"value": "hi", "source": "answer", "variable": None}
     assert ex.get_variable_text("res") == "7"
     assert ex.get_variable_text("missing") is None
 
@@ -385,3 +396,16 @@ def test_a_class_statement_is_refused_with_what_to_use_instead() -> None:
         assert r["status"] == "violation", r
         assert "class definitions are not available" in r["error"]["message"]
         assert "namedtuple" in r["error"]["message"]
+
+
+def test_every_field_code_controls_is_cut_in_the_reply() -> None:
+    ex = Executor(max_output_chars=100, max_final_chars=1_000)
+    r = run("from collections import namedtuple\nT = namedtuple('T' * 100_000, 'a')\nt = T(1)", ex)
+    assert all(len(v["type"]) <= 120 and len(v["summary"]) <= 200 for v in r["variables"])
+    r = run("\n".join(f"v{i} = {i}" for i in range(5_000)), ex)
+    assert len(r["variables"]) == 51 and r["variables"][-1]["summary"].startswith("4,950 more")
+    r = run("1 +* 2\n" * 5_000, ex)
+    assert len(r["error"]["message"]) <= 2_000
+    r = run("FINAL('F' * 50_000)", ex)
+    assert len(r["final"]["value"]) == 1_000
+    assert r["final"]["chars"] == 50_000 and r["final"]["truncated"] is True
