@@ -2,8 +2,9 @@
 
 Rows: first call (worker start + context read), warm trivial call (median of N), `re.findall`
 over the whole context (target ratio <= 1.1), a Python loop over every line (target <= 2x), the
-`counts[w] += 1` idiom over words (target <= 2x), and the worker's peak memory vs the context
-size (target <= 1.3x + 50 MB).
+`counts[w] += 1` idiom over words (target <= 2x), the worker's peak memory vs the context
+size (target <= 1.3x + 50 MB), and what confinement costs: worker start and a warm call with and
+without it, in the same run.
 
     python -m rlm_mcp.bench sandbox [--chars 100000000] [--quick] [--warm 200]
 """
@@ -94,6 +95,29 @@ async def _run(path: Path, warm: int) -> dict[str, float]:
     return out
 
 
+async def _confinement(repeats: int, warm: int) -> dict[str, float]:
+    """Worker start and a warm call, confined and not, alternated so both see the same load."""
+    starts: dict[bool, list[float]] = {True: [], False: []}
+    calls: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats):
+        for confined in (True, False):
+            limits = SandboxLimits(confine=confined)
+            t0 = time.perf_counter()
+            async with SandboxSession(context=ContextSpec(text="x"), limits=limits) as session:
+                await session.execute("pass")
+                starts[confined].append(time.perf_counter() - t0)
+                for _ in range(warm):
+                    t = time.perf_counter()
+                    await session.execute("x = 1")
+                    calls[confined].append(time.perf_counter() - t)
+    return {
+        "start_on": statistics.median(starts[True]),
+        "start_off": statistics.median(starts[False]),
+        "warm_on": statistics.median(calls[True]),
+        "warm_off": statistics.median(calls[False]),
+    }
+
+
 # The loader module alone (stdlib only), not the rlm_mcp package: a bare interpreter.
 _PLAIN_PEAK = (
     "import importlib.util, sys\n"
@@ -154,6 +178,7 @@ def measure(*, quick: bool = False, chars: int | None = None, warm: int = 200) -
         path = Path(tmp) / "context.txt"
         _generate(path, chars)
         box = anyio.run(_run, path, warm)
+        jail = anyio.run(_confinement, 3 if quick or chars < 1_000_000 else 10, max(1, warm // 10))
         plain = _plain(path)
         plain["loop_peak_mb"] = _plain_loop_peak_mb(path)
     ctx_mb = chars / 1e6 * (1e6 / 1024**2)
@@ -223,6 +248,24 @@ def measure(*, quick: bool = False, chars: int | None = None, warm: int = 200) -
             "plain CPython, same loop",
             "<= plain + 25 MB",
             box["peak_mb"] <= plain["loop_peak_mb"] + 25,
+        ),
+        # what the confinement layers (network namespace, uid drop, no_new_privs, seccomp)
+        # cost, measured against the same worker without them in the same run
+        BenchRow(
+            "sandbox",
+            "worker start + first call, confined (median)",
+            jail["start_on"] * 1000,
+            "ms",
+            jail["start_off"] * 1000,
+            "unconfined",
+        ),
+        BenchRow(
+            "sandbox",
+            "warm trivial call, confined (median)",
+            jail["warm_on"] * 1000,
+            "ms",
+            jail["warm_off"] * 1000,
+            "unconfined",
         ),
     ]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -52,14 +53,27 @@ def _ascii_allocator() -> Callable[[int], tuple[str, int]] | None:
         return None
 
 
-def _read_ascii(path: str, size: int, alloc: Callable[[int], tuple[str, int]]) -> str | None:
+def _open(source: str | int) -> io.FileIO:
+    """A path opened, or an open descriptor rewound (a confined worker gets descriptors only:
+    after it drops its uid it can no longer open the store's files by name)."""
+    if isinstance(source, int):
+        os.lseek(source, 0, os.SEEK_SET)
+        return open(source, "rb", buffering=0, closefd=False)
+    return open(source, "rb", buffering=0)
+
+
+def source_size(source: str | int) -> int:
+    return os.fstat(source).st_size if isinstance(source, int) else os.stat(source).st_size
+
+
+def _read_ascii(path: str | int, size: int, alloc: Callable[[int], tuple[str, int]]) -> str | None:
     """The file as one ASCII str filled in place; None if it is not ASCII (or changed size)."""
     text, address = alloc(size)
     buf = bytearray(min(_CHUNK, size))
     source = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
     view = memoryview(buf)
     pos = 0
-    with open(path, "rb", buffering=0) as fh:
+    with _open(path) as fh:
         while pos < size:
             n = fh.readinto(view[: min(len(buf), size - pos)])
             if not n:
@@ -74,15 +88,16 @@ def _read_ascii(path: str, size: int, alloc: Callable[[int], tuple[str, int]]) -
     return text
 
 
-def read_text(path: str, *, allocator: Callable[[int], tuple[str, int]] | None = None) -> str:
-    """The UTF-8 file at `path` as a str, with at most one full-size copy alive (ASCII files)."""
-    size = os.stat(path).st_size
+def read_text(path: str | int, *, allocator: Callable[[int], tuple[str, int]] | None = None) -> str:
+    """The UTF-8 file at `path` (or open descriptor) as a str, with at most one full-size copy
+    alive (ASCII files)."""
+    size = source_size(path)
     alloc = allocator if allocator is not None else _ascii_allocator()
     if alloc is not None and size >= _FAST_MIN:
         text = _read_ascii(path, size, alloc)
         if text is not None:
             return text
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         data = fh.read()
     return data.decode("utf-8")
 

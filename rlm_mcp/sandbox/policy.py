@@ -227,7 +227,7 @@ def _build_proxy(name: str, rng: _random.Random) -> ModuleProxy:
 #: calls `__import__(name, globals, globals, [], 0)` with a list as `fromlist`; an import
 #: statement passes None or a tuple, and sandboxed code cannot call `__import__` itself (the
 #: name is private), so only C code gets these, and C code never hands them back.
-_C_INTERNAL_IMPORTS = frozenset({"time"})
+_C_INTERNAL_IMPORTS = frozenset({"time", "_strptime"})
 
 
 def make_importer(rng: _random.Random) -> Callable[..., Any]:

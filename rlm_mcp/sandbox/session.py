@@ -21,11 +21,12 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +58,19 @@ __all__ = ["ContextSpec", "SandboxLimits", "SandboxSession"]
 logger = logging.getLogger(__name__)
 
 _RESET_NOTE = "the sandbox worker was restarted: every variable of this session is gone"
+_WARNED: set[str] = set()
+
+
+def _warn_unconfined(skipped: dict[str, str]) -> None:
+    """Say once per process which confinement layer this machine does not allow, and why."""
+    for layer, why in skipped.items():
+        if layer not in _WARNED:
+            _WARNED.add(layer)
+            logger.warning(
+                "sandbox confinement layer %r is unavailable here (%s); the others still apply",
+                layer,
+                why,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,8 @@ class SandboxLimits:
     max_sub_calls: int = DEFAULT_MAX_SUB_CALLS  # llm_query prompts per execute
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS  # characters of one llm_query prompt
     max_final_chars: int = DEFAULT_MAX_FINAL_CHARS  # a longer final answer is cut (and flagged)
+    #: Confine the worker (no network, unprivileged uid, no_new_privs, seccomp; see confine.py).
+    confine: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +124,32 @@ CancelOutcome = Literal["interrupted", "killed"]
 
 
 class _Worker:
-    """One child process and its buffered frame reader."""
+    """One child process, its buffered frame reader, and the channel that passes it files."""
 
-    def __init__(self, process: Process, tmpdir: str) -> None:
+    def __init__(self, process: Process, tmpdir: str, channel: socket.socket) -> None:
         self.process = process
         self.tmpdir = tmpdir
+        self.channel = channel
         self.buffer = bytearray()
+
+    def context_frame(self, spec: ContextSpec) -> dict[str, Any]:
+        """The frame that sets `spec`; a file goes as an open descriptor (SCM_RIGHTS), opened
+        here, because a confined worker cannot open the store's files by name."""
+        frame = spec.frame()
+        if spec.path is None:
+            return frame
+        try:
+            fd = os.open(spec.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SandboxError(
+                f"the sandbox could not load the context: cannot open {str(spec.path)!r} "
+                f"({exc.strerror or exc})"
+            ) from None
+        try:
+            socket.send_fds(self.channel, [b"f"], [fd])
+        finally:
+            os.close(fd)
+        return {**frame, "path": None, "fd": True}
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self.process.stdin is not None
@@ -149,6 +185,7 @@ class _Worker:
             with anyio.move_on_after(5):
                 await self.process.wait()
             await self.process.aclose()
+        self.channel.close()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
@@ -204,23 +241,39 @@ class SandboxSession:
 
     async def _spawn(self) -> None:
         tmpdir = tempfile.mkdtemp(prefix="rlm-sbx-")
-        process = await anyio.open_process(
-            [sys.executable, "-I", "-m", "rlm_mcp.sandbox.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=tmpdir,
-            env=_worker_env(),
-            start_new_session=True,
-        )
-        worker = _Worker(process, tmpdir)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await anyio.open_process(
+                [
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    "rlm_mcp.sandbox.worker",
+                    "--fd-channel",
+                    str(theirs.fileno()),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=tmpdir,
+                env=_worker_env(),
+                start_new_session=True,
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        worker = _Worker(process, tmpdir, ours)
         ctx = self.context or ContextSpec()
         try:
             with anyio.fail_after(60 + self.limits.hard_timeout_grace):
                 await worker.send(
                     {
                         "op": "init",
-                        **ctx.frame(),
+                        **worker.context_frame(ctx),
+                        "confine": self.limits.confine,
                         "max_output_chars": self.limits.max_output_chars,
                         "memory_mb": self.limits.memory_mb,
                         "max_open_files": self.limits.max_open_files,
@@ -238,6 +291,7 @@ class SandboxSession:
         if ready.get("error"):
             await worker.aclose()
             raise SandboxError(f"the sandbox could not load the context: {ready['error']}")
+        _warn_unconfined(ready.get("unconfined") or {})
         self._worker = worker
 
     async def _restart(self) -> None:
@@ -423,13 +477,26 @@ class SandboxSession:
             return {"ok": False, "error": "the execute time limit ran out during this sub-call"}
         return {"ok": True, "texts": texts}
 
-    async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def _context_request(self, spec: ContextSpec) -> dict[str, Any]:
+        async with self._lock:
+            await self.start()
+            assert self._worker is not None
+            worker = self._worker
+        return await self._request({"op": "context"}, frame_of=lambda: worker.context_frame(spec))
+
+    async def _request(
+        self,
+        message: dict[str, Any],
+        *,
+        frame_of: Callable[[], dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         async with self._lock:
             await self.start()
             assert self._worker is not None
             try:
                 with anyio.fail_after(60 + self.limits.hard_timeout_grace):
-                    await self._worker.send(message)
+                    extra = frame_of() if frame_of is not None else {}
+                    await self._worker.send({**message, **extra})
                     return await self._worker.receive()
             except BaseException:
                 self._worker.kill()
@@ -446,7 +513,7 @@ class SandboxSession:
         previous, self.context = self.context, ctx
         if not self.is_alive:
             return
-        reply = await self._request({"op": "context", **(ctx or ContextSpec()).frame()})
+        reply = await self._context_request(ctx or ContextSpec())
         if reply.get("error"):
             self.context = previous if reply.get("kept") else ContextSpec()
             raise SandboxError(f"the sandbox could not load the context: {reply['error']}")

@@ -12,6 +12,7 @@ import os
 import random
 import re
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -24,6 +25,7 @@ from rlm_mcp.config import (
     DEFAULT_MAX_SUB_CALLS,
 )
 from rlm_mcp.sandbox import loader, policy
+from rlm_mcp.sandbox.confine import confine
 from rlm_mcp.sandbox.protocol import encode, read_frame_sync
 
 __all__ = ["Executor", "main"]
@@ -125,7 +127,12 @@ class Executor:
 
     # -- context -----------------------------------------------------------------------------
     def set_context(
-        self, *, path: str | None, text: str | None, documents: list[list[Any]] | None
+        self,
+        *,
+        path: str | None,
+        text: str | None,
+        documents: list[list[Any]] | None,
+        fd: int | None = None,
     ) -> None:
         """Replace `context`/`documents`; a context that cannot fit is refused before reading.
 
@@ -133,7 +140,8 @@ class Executor:
         dropped before the new one is read, so a read that still fails leaves an empty context
         (and says so) rather than two half-loaded ones.
         """
-        size = os.stat(path).st_size if path is not None else 0
+        source: str | int | None = fd if fd is not None else path
+        size = loader.source_size(source) if source is not None else 0
         held = sum(1 for v in self.ns.values() if v is self.context)
         freeable = len(self.context) if held <= 1 else 0
         loader.check_fits(size, freeable=freeable)
@@ -143,7 +151,7 @@ class Executor:
         self.ns["context"] = ""
         self.ns["documents"] = self.documents = ()
         try:
-            ctx = loader.read_text(path) if path is not None else (text or "")
+            ctx = loader.read_text(source) if source is not None else (text or "")
         except MemoryError:
             raise loader.ContextTooLargeError(
                 f"ran out of memory reading the context ({size / 2**20:,.1f} MB); the session's "
@@ -497,8 +505,63 @@ def _pdeathsig() -> None:
         pass
 
 
+#: Modules code can reach only lazily (C code importing for itself, codecs looked up by name):
+#: imported in the trusted start-up, because a confined worker can no longer read the files
+#: of the Python installation (its uid may not even traverse the folder they are in).
+_PRELOAD = (
+    "time",
+    "_strptime",
+    "encodings.latin_1",
+    "encodings.ascii",
+    "encodings.cp1252",
+    "encodings.utf_16",
+    "encodings.utf_32",
+    "encodings.utf_8_sig",
+    "encodings.unicode_escape",
+    "encodings.raw_unicode_escape",
+    "encodings.idna",
+    "encodings.punycode",
+    "encodings.hex_codec",
+    "encodings.base64_codec",
+)
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in (*policy.ALLOWED_MODULES, *_PRELOAD):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def _receive_fd(channel: socket.socket | None, msg: dict[str, Any]) -> int | None:
+    """The context's descriptor the parent passed along with `msg` (SCM_RIGHTS), if any."""
+    if channel is None or not msg.get("fd"):
+        return None
+    _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+    return fds[0] if fds else None
+
+
+def _set_context(executor: Executor, channel: socket.socket | None, msg: dict[str, Any]) -> None:
+    fd = _receive_fd(channel, msg)
+    try:
+        executor.set_context(
+            path=None if fd is not None else msg.get("path"),
+            text=msg.get("text"),
+            documents=msg.get("documents"),
+            fd=fd,
+        )
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def main() -> int:
     """Frame loop: init, exec, context, get, ping."""
+    channel = None
+    if "--fd-channel" in sys.argv:
+        fileno = int(sys.argv[sys.argv.index("--fd-channel") + 1])
+        channel = socket.socket(fileno=fileno)
     out: BinaryIO = os.fdopen(os.dup(1), "wb")
     inp: BinaryIO = os.fdopen(os.dup(0), "rb")
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -533,15 +596,15 @@ def main() -> int:
     signal.signal(signal.SIGALRM, lambda signum, frame: executor.interrupt("timeout"))
     signal.signal(signal.SIGUSR1, lambda signum, frame: executor.interrupt("cancelled"))
     try:
-        executor.set_context(
-            path=init.get("path"), text=init.get("text"), documents=init.get("documents")
-        )
+        _set_context(executor, channel, init)
         error = None
     except BaseException as exc:
         error = _describe(exc)
+    _preload()
     _set_limits(int(init["memory_mb"]), int(init["max_open_files"]))
+    skipped = confine() if init.get("confine") else {}
     hard = float(init.get("hard_timeout_grace", 5.0))
-    send({"op": "ready", "error": error})
+    send({"op": "ready", "error": error, "unconfined": skipped})
     while True:
         msg = read_frame_sync(inp)
         if msg is None:
@@ -556,9 +619,7 @@ def main() -> int:
             send({"op": "result", **reply})
         elif op == "context":
             try:
-                executor.set_context(
-                    path=msg.get("path"), text=msg.get("text"), documents=msg.get("documents")
-                )
+                _set_context(executor, channel, msg)
                 send({"op": "ok"})
             except BaseException as exc:
                 send({"op": "ok", "error": _describe(exc), "kept": executor.context_intact})

@@ -18,6 +18,8 @@ def test_sandbox_benchmark_smoke_run_prints_every_row(capsys: pytest.CaptureFixt
         "worker peak RSS after context read",
         "worker RSS after context read",
         "worker peak RSS after the line loop",
+        "worker start + first call, confined",
+        "warm trivial call, confined",
     ]
     assert all(r.measured > 0 for r in rows)
     bench.main(["--chars", "5000", "--warm", "2"])
