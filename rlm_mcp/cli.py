@@ -136,7 +136,9 @@ def _add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     t.set_defaults(handler=_bench_tasks)
     s = bsub.add_parser("system", help="store, sandbox, fan-out, loop, server benchmarks")
     s.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
-    s.add_argument("--only", default=None, help="comma-separated: store,sandbox,fanout,loop,server")
+    s.add_argument(
+        "--only", default=None, help="comma-separated: store,sandbox,fanout,loop,server,http_load"
+    )
     s.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON")
     s.set_defaults(handler=_bench_system)
 

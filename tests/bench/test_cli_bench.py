@@ -105,3 +105,13 @@ def test_bench_help_lists_the_options(argv, capsys) -> None:
         main(argv)
     assert exc.value.code == 0
     assert "--" in capsys.readouterr().out
+
+
+def test_the_http_load_benchmark_reports_its_rows_in_quick_mode() -> None:
+    from rlm_mcp.bench.http_load import measure
+
+    rows = measure(quick=True)
+    cases = [r.case for r in rows]
+    assert cases[0] == "4 clients x 5 run_repl (auto): failed calls"
+    assert any("p99 latency" in c for c in cases)
+    assert all(r.passed is not False for r in rows)
