@@ -94,11 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bench_tasks(args: argparse.Namespace, runtime: Runtime) -> int:
-    import os
-
     from rlm_mcp.bench.harness import run_tasks_command
 
-    return run_tasks_command(args, environ=os.environ)
+    return run_tasks_command(args, environ=runtime.environ, limits=runtime.sandbox_limits)
 
 
 def _bench_system(args: argparse.Namespace, runtime: Runtime) -> int:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 
@@ -242,7 +242,9 @@ def _plot(results: Sequence[CellResult], path: Path) -> Path:
     return path
 
 
-def run_tasks_command(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
+def run_tasks_command(
+    args: argparse.Namespace, *, environ: Mapping[str, str], limits: Any = None
+) -> int:
     """The `rlm-mcp bench tasks` body: build tasks and models, run, print, write files."""
     from contextlib import ExitStack
 
@@ -263,6 +265,7 @@ def run_tasks_command(args: argparse.Namespace, *, environ: Mapping[str, str]) -
         chunk_chars=args.chunk_chars or defaults.chunk_chars,
         top_k=args.top_k or defaults.top_k,
         max_iterations=args.max_iterations or defaults.max_iterations,
+        sandbox_limits=limits,
     )
     with ExitStack() as stack:
         backend, base_url, model, sub_model = (

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm_mcp.bench.tasks.generators import Task
 from rlm_mcp.lm.base import LM, Message, Usage
@@ -27,6 +27,10 @@ __all__ = ["METHODS", "MethodConfig", "MethodResult", "chunk_text", "run_method"
 
 DEFAULT_WINDOW_CHARS = 4 * 8_000  # 4 chars/token * an 8K-token window
 DEFAULT_CHUNK_CHARS = 6_000  # ~1.5K tokens, the size the small-model needle test used
+
+
+if TYPE_CHECKING:
+    from rlm_mcp.sandbox import SandboxLimits
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class MethodConfig:
     max_chunks: int = 2_000  # map-reduce/sliding-window refuse to fan out beyond this
     # Seconds one `rlm` REPL block may run, sub-calls included: a CPU model needs minutes.
     exec_timeout: float = 60.0
+    #: The operator's sandbox limits (from the CLI's Runtime); the `rlm` method runs under them,
+    #: with `exec_timeout` as its per-block time.
+    sandbox_limits: SandboxLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -194,14 +201,18 @@ async def _retrieval(
 
 
 async def _rlm(task: Task, root: LM, sub: LM, cfg: MethodConfig, m: _Meter) -> tuple[str, int]:
-    from rlm_mcp.rlm import RLM
+    import dataclasses
 
+    from rlm_mcp.rlm import RLM
+    from rlm_mcp.sandbox import SandboxLimits
+
+    base = cfg.sandbox_limits or SandboxLimits()
     rlm = RLM(
         lm=root,
         sub_lm=sub,
         max_iterations=cfg.max_iterations,
         max_depth=1,
-        environment_kwargs={"timeout": cfg.exec_timeout},
+        sandbox_limits=dataclasses.replace(base, timeout=cfg.exec_timeout),
     )
     result = await rlm.acompletion(task.context, root_prompt=task.question)
     usage = result.usage

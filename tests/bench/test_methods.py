@@ -137,16 +137,19 @@ async def test_rlm_method_gives_the_repl_its_configured_exec_timeout(monkeypatch
 
     class Spy(real):  # type: ignore[misc, valid-type]
         def __init__(self, *a: object, **kw: object) -> None:
-            seen.update(kw.get("environment_kwargs") or {})  # type: ignore[call-overload]
+            limits = kw["sandbox_limits"]
+            seen.update(timeout=limits.timeout, memory_mb=limits.memory_mb)  # type: ignore[attr-defined]
             super().__init__(*a, **kw)  # type: ignore[arg-type]
+
+    from rlm_mcp.sandbox import SandboxLimits
 
     monkeypatch.setattr(rlm_mcp.rlm, "RLM", Spy)
     lm = ScriptedLM(["FINAL(1)"])
+    operator = SandboxLimits(memory_mb=777)  # what the CLI's Runtime hands the benchmark
+    config = MethodConfig(exec_timeout=321.0, sandbox_limits=operator)
     with anyio.fail_after(30):
-        r = await run_method(
-            "rlm", make_sniah(2_000, seed=0), root_lm=lm, config=MethodConfig(exec_timeout=321.0)
-        )
-    assert r.error is None and seen == {"timeout": 321.0}
+        r = await run_method("rlm", make_sniah(2_000, seed=0), root_lm=lm, config=config)
+    assert r.error is None and seen == {"timeout": 321.0, "memory_mb": 777}
 
 
 @pytest.mark.anyio
