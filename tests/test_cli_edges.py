@@ -47,6 +47,7 @@ def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     [
         (["demo", "--chars", "abc"], ["--chars", "not a size"]),
         (["--home", "/proc/rlm-x", "contexts"], ["RLM_MCP_HOME"]),
+        (["--home", "/proc/rlm-x", "serve"], ["RLM_MCP_HOME"]),  # said at start-up, not later
         (["serve", "--transport", "http", "--host", "0.0.0.0", "--port", "1"], ["token"]),
         (["complete", "--context", "nope.log", "--query", "q", "--max-iterations", "0"], ["0"]),
         (["rm", "ctx_000000000000"], ["not found"]),

@@ -70,3 +70,37 @@ async def test_the_store_cap_holds_in_the_server(tmp_path: Path) -> None:
                 "run_repl", {"code": "print(context[:4])", "handle": last}
             )
             assert still.structured_content["output"] == "0011\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+async def test_a_swap_to_environ_during_a_load_through_the_protocol_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcp import Client
+
+    from rlm_mcp.config import Settings
+    from rlm_mcp.server import build_server
+    from rlm_mcp.store import _paths
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-race-9e1f")
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "a.txt").write_text("ordinary\n")
+    victim = folder / "z.txt"
+    victim.write_text("swapped later\n")
+
+    def swap(path: Path) -> None:  # an attacker's write lands between check and open
+        if path == victim:
+            victim.unlink()
+            victim.symlink_to("/proc/self/environ")
+
+    monkeypatch.setattr(_paths, "before_open", swap)
+    with anyio.fail_after(60):
+        async with Client(build_server(Settings(home=tmp_path / "home"))) as client:
+            res = await client.call_tool("load_context", {"path": str(folder)})
+            assert not res.is_error, res.content
+            assert res.structured_content["skipped"] == {"refused": 1}
+            handle = res.structured_content["handle"]
+            text = await client.call_tool("run_repl", {"code": "print(context)", "handle": handle})
+    assert "sk-canary-race" not in text.structured_content["output"]
+    assert "ordinary" in text.structured_content["output"]
