@@ -135,7 +135,9 @@ def _add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     s = bsub.add_parser("system", help="store, sandbox, fan-out, loop, server benchmarks")
     s.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
     s.add_argument(
-        "--only", default=None, help="comma-separated: store,sandbox,fanout,loop,server,http_load"
+        "--only",
+        default=None,
+        help="comma-separated: store,sandbox,fanout,loop,server,http_load,agents",
     )
     s.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON")
     s.set_defaults(handler=_bench_system)
@@ -353,6 +355,67 @@ def _add_config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 _COMMAND_GROUPS.append(_add_config_commands)
+
+
+_WHY = {
+    "openai": "OPENAI_API_KEY or OPENAI_BASE_URL is set",
+    "anthropic": "ANTHROPIC_API_KEY is set",
+    "claude-code": "the `claude` program is on PATH; sub-calls count against your Claude plan",
+    "codex": "the `codex` program is on PATH; sub-calls count against your ChatGPT plan",
+    "gemini-cli": "the `gemini` program is on PATH; sub-calls count against your Gemini quota",
+}
+
+
+def _cmd_doctor(args: argparse.Namespace, runtime: Runtime) -> int:
+    import time
+
+    import anyio
+
+    from rlm_mcp.backends import explain_auto
+    from rlm_mcp.errors import MissingAPIKeyError
+    from rlm_mcp.lm.base import Message
+
+    s = runtime.settings
+    lines, pick = explain_auto(runtime.environ, s.backend)
+    print(f"rlm-mcp doctor: how `{s.backend}` chooses a model, in order")
+    for line in lines:
+        print(f"  {line}")
+    if pick is None:
+        print(f"  -> nothing found. {MissingAPIKeyError('any provider', '')}")
+        return EXIT_FAILED
+    print(f"  -> picks {pick}: {_WHY.get(pick, 'the explicit setting')}")
+    if not args.call:
+        print("  (run `rlm-mcp doctor --call` to make one tiny call through it)")
+        return 0
+    lm, _ = runtime.lms()
+
+    async def call() -> Any:
+        try:
+            return await lm.complete([Message("user", "Reply with the single word: OK")])
+        finally:
+            await runtime.aclose()
+
+    started = time.perf_counter()
+    done = anyio.run(call)
+    u = done.usage
+    tokens = f"{u.input_tokens:,} in / {u.output_tokens:,} out" + (
+        " (estimated)" if u.estimated else ""
+    )
+    cost = "unknown" if u.cost is None else f"${u.cost:.6f}"
+    print(
+        f"  call: {done.text.strip()[:80]!r} from {lm.model} in {time.perf_counter() - started:.1f}"
+        f"s, {tokens} tokens, cost {cost}"
+    )
+    return 0
+
+
+def _add_doctor_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("doctor", help="show which model `auto` picks and why; --call tries it")
+    p.add_argument("--call", action="store_true", help="make one tiny call through it")
+    p.set_defaults(handler=_cmd_doctor)
+
+
+_COMMAND_GROUPS.append(_add_doctor_commands)
 
 
 # --- the RLM loop (issue 5) ------------------------------------------------------------------

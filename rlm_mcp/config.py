@@ -50,6 +50,8 @@ DEFAULT_BACKEND = "auto"
 #: The openai adapter's model when none is named (each backend has its own default).
 DEFAULT_MODEL = "gpt-5-mini"
 DEFAULT_MAX_CONCURRENCY = 16
+#: Agent CLI processes (claude, codex, gemini) at once, per program.
+DEFAULT_AGENT_CONCURRENCY = 4
 DEFAULT_LM_TIMEOUT = 120.0
 DEFAULT_MAX_RETRIES = 4
 # Loop
@@ -82,13 +84,17 @@ ENV_VARS: dict[str, str] = {
         "path the server's user can read (except /proc, /sys, /dev)."
     ),
     "RLM_MCP_BACKEND": (
-        "Root-model backend: auto (default: whichever key is set, else sampling), openai, "
-        "anthropic, ollama, vllm, llamacpp, sampling, ..."
+        "Root-model backend: auto (default: a key that is set, else a logged-in agent CLI on PATH, "
+        "else sampling), openai, anthropic, ollama, vllm, llamacpp, claude-code, codex, "
+        "gemini-cli, sampling, ..."
     ),
     "RLM_MCP_MODEL": "Root-model name. Default: the backend's own (gpt-5-mini, claude-sonnet-4-5).",
     "RLM_MCP_SUB_BACKEND": "Backend for sub-calls (llm_query). Default: the root backend.",
     "RLM_MCP_SUB_MODEL": "Model for sub-calls. Default: the root model.",
     "RLM_MCP_MAX_CONCURRENCY": "Concurrent sub-calls across the whole process (default 16).",
+    "RLM_MCP_AGENT_CONCURRENCY": (
+        "Agent CLI processes (claude, codex, gemini) running at once, per program (default 4)."
+    ),
     "RLM_MCP_LM_TIMEOUT": "Seconds before one model call times out.",
     "RLM_MCP_MAX_RETRIES": "Retries on 429/5xx/connection errors.",
     "RLM_MCP_SUBCALL_CACHE": "1/0: cache identical temperature-0 sub-calls on disk (default 1).",
@@ -176,6 +182,7 @@ class Settings:
     sub_backend: str | None = None
     sub_model: str | None = None
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    agent_concurrency: int = DEFAULT_AGENT_CONCURRENCY
     lm_timeout: float = DEFAULT_LM_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     subcall_cache: bool = True

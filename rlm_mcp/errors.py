@@ -67,11 +67,21 @@ class MissingAPIKeyError(ConfigError):
     def __init__(self, provider: str, env_var: str) -> None:
         self.provider = provider
         self.env_var = env_var
-        super().__init__(
-            f"No API key for {provider}: set {env_var} (or pass api_key=...), or use a local "
-            "OpenAI-compatible server instead: backend ollama, llamacpp or vllm with a model "
-            "name, or OPENAI_BASE_URL."
-        )
+        if provider == "any provider":
+            message = (
+                "No model is configured. Four ways, any one: an API key (OPENAI_API_KEY or "
+                "ANTHROPIC_API_KEY); a logged-in agent CLI on PATH (claude, codex or gemini: "
+                "sub-calls then count against your plan); a local OpenAI-compatible server "
+                "(OPENAI_BASE_URL, or backend ollama, llamacpp or vllm with a model name); or an "
+                "MCP client that offers sampling. `rlm-mcp doctor` shows what is found."
+            )
+        else:
+            message = (
+                f"No API key for {provider}: set {env_var} (or pass api_key=...), or use a local "
+                "OpenAI-compatible server instead: backend ollama, llamacpp or vllm with a model "
+                "name, or OPENAI_BASE_URL."
+            )
+        super().__init__(message)
 
 
 class ArgumentError(ConfigError):

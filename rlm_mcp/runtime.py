@@ -128,6 +128,7 @@ class Runtime:
         self._lms: dict[tuple[str | None, ...], tuple[Any, Any]] = {}
         self._tokens: dict[str, str] | None = None
         self._limit: ConcurrencyLimit | None = None
+        self._agent_limits: dict[str, ConcurrencyLimit] = {}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Runtime:
@@ -278,14 +279,14 @@ class Runtime:
         if backend_name(root_backend) == AUTO:
             root_backend = pick_backend(self.environ, ctx, base_url=base_url)
         root_model = model or s.model
-        common = {
-            "environ": self.environ,
-            "ctx": ctx,
-            "timeout": s.lm_timeout,
-            "limit": self.limit,
-        }
+        common = {"environ": self.environ, "ctx": ctx, "timeout": s.lm_timeout}
         lm = build_lm(
-            root_backend, model=root_model, base_url=base_url, max_retries=s.max_retries, **common
+            root_backend,
+            model=root_model,
+            base_url=base_url,
+            max_retries=s.max_retries,
+            limit=self.limit_for(root_backend),
+            **common,
         )
         sb = sub_backend or s.sub_backend
         sm = sub_model or s.sub_model
@@ -297,9 +298,24 @@ class Runtime:
             base_url=base_url if not sb else None,
             max_retries=s.max_retries,
             cache_dir=s.cache_dir if s.subcall_cache else None,
+            limit=self.limit_for(sb or root_backend),
             **common,
         )
         return lm, sub
+
+    def limit_for(self, backend: str) -> ConcurrencyLimit:
+        """The concurrency limit of `backend`'s models: the runtime's, or for an agent CLI its
+        program's own (RLM_MCP_AGENT_CONCURRENCY: these are heavy processes)."""
+        from rlm_mcp.backends import backend_name
+        from rlm_mcp.lm import AGENT_BACKENDS
+        from rlm_mcp.lm.limits import ConcurrencyLimit
+
+        name = backend_name(backend)
+        if name not in AGENT_BACKENDS:
+            return self.limit
+        if name not in self._agent_limits:
+            self._agent_limits[name] = ConcurrencyLimit(self.settings.agent_concurrency)
+        return self._agent_limits[name]
 
     def rlm(
         self,

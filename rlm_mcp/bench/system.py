@@ -22,7 +22,15 @@ __all__ = ["SYSTEM_BENCHES", "SystemReport", "main", "run_system"]
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_BENCHES: tuple[str, ...] = ("store", "sandbox", "fanout", "loop", "server", "http_load")
+SYSTEM_BENCHES: tuple[str, ...] = (
+    "store",
+    "sandbox",
+    "fanout",
+    "loop",
+    "server",
+    "http_load",
+    "agents",
+)
 
 
 @dataclass

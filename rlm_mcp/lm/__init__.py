@@ -27,6 +27,7 @@ from rlm_mcp.lm.scripted import ScriptedLM
 from rlm_mcp.lm.usage import ModelUsageSummary, UsageSummary, UsageTracker
 
 __all__ = [
+    "AGENT_BACKENDS",
     "BACKENDS",
     "BACKEND_SPECS",
     "LM",
@@ -102,7 +103,9 @@ BACKEND_SPECS: dict[str, BackendSpec] = {
     **{name: BackendSpec(_OPENAI, None, p.key_env, p.base_url) for name, p in PRESETS.items()},
 }
 
-BACKENDS: tuple[str, ...] = (*BACKEND_SPECS, "sampling", "scripted")
+#: The user's logged-in agent CLIs (`lm/agent_cli.py`): no API key needed.
+AGENT_BACKENDS: tuple[str, ...] = ("claude-code", "codex", "gemini-cli")
+BACKENDS: tuple[str, ...] = (*BACKEND_SPECS, *AGENT_BACKENDS, "sampling", "scripted")
 _OPTIONS = ("model_name", "api_key", "base_url", "timeout", "max_retries", "prices")
 
 
@@ -140,7 +143,36 @@ def resolve_lm(
                 "MCP server (rlm-mcp serve), not from the CLI or library."
             )
         return SamplingLM(kw.pop("ctx"), model_hint=kw.pop("model_hint", model), limit=limit)
+    if name in AGENT_BACKENDS:
+        return _agent(name, model, kw, env, limit)
     return _build(name, BACKEND_SPECS[name], model, kw, env, limit)
+
+
+def _agent(
+    name: str,
+    model: str | None,
+    kw: dict[str, Any],
+    env: Mapping[str, str],
+    limit: ConcurrencyLimit | None,
+) -> LM:
+    from rlm_mcp.lm.agent_cli import AGENT_PROGRAMS, AgentCLILM
+
+    timeout = float(kw.pop("timeout", DEFAULT_LM_TIMEOUT))
+    kw.pop("max_retries", None)  # the program retries for itself
+    executable = kw.pop("executable", None)
+    if kw:
+        raise ConfigError(
+            f"Unknown option(s) for backend {name!r}: {', '.join(sorted(kw))}. "
+            "Known: model_name, timeout, executable."
+        )
+    return AgentCLILM(
+        AGENT_PROGRAMS[name],
+        model=model,
+        environ=env,
+        executable=executable,
+        timeout=timeout,
+        limit=limit,
+    )
 
 
 def _sdk_options(kw: dict[str, Any]) -> dict[str, Any]:

@@ -144,11 +144,12 @@ def explain(exc: RLMError) -> str:
         text = text if "list_contexts" in text else f"{text}; call list_contexts to see handles"
     elif isinstance(exc, MissingAPIKeyError) and exc.provider == "any provider":
         text = (
-            "No model is configured and this client cannot sample (it needs the 2025-11-25 "
-            "protocol and sampling support). Put OPENAI_API_KEY or ANTHROPIC_API_KEY in the "
-            "\"env\" block of this server's entry in the MCP client's config (clients do not "
-            "pass your shell's environment), or set RLM_MCP_BACKEND (e.g. ollama) and "
-            "RLM_MCP_MODEL there."
+            "No model is configured and this client cannot sample. Any one of: put "
+            'OPENAI_API_KEY or ANTHROPIC_API_KEY in the "env" block of this server\'s entry in '
+            "the MCP client's config (clients do not pass your shell's environment); install and "
+            "log in to an agent CLI (claude, codex or gemini) on the PATH the server sees; point "
+            "OPENAI_BASE_URL at a local OpenAI-compatible server (or set RLM_MCP_BACKEND, e.g. "
+            "ollama, and RLM_MCP_MODEL there); or use a client that offers sampling."
         )
     elif isinstance(exc, MissingAPIKeyError):
         text = (

@@ -167,7 +167,9 @@ class FakeProvider:
             return 500, {}, json.dumps(err).encode()
         model = str(request.get("model", "fake"))
         u = self.usage
-        if path.endswith("/messages"):
+        if path.split("?")[0].endswith("/messages") and request.get("stream"):
+            return 200, {"content-type": "text/event-stream"}, _message_events(model, text, u)
+        if path.split("?")[0].endswith("/messages"):
             body: dict[str, Any] = {
                 "id": "msg_fake",
                 "type": "message",
@@ -204,6 +206,60 @@ class FakeProvider:
                 },
             }
         return 200, {"content-type": "application/json"}, json.dumps(body).encode()
+
+
+def _message_events(model: str, text: str, usage: Mapping[str, int]) -> bytes:
+    """A Messages API answer as the server-sent events a streaming client (Claude Code) reads."""
+    events: list[tuple[str, dict[str, Any]]] = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": usage.get("input_tokens", 0),
+                        "output_tokens": 1,
+                        "cache_read_input_tokens": usage.get("cached_tokens", 0),
+                        "cache_creation_input_tokens": 0,
+                    },
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": text},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": usage.get("output_tokens", 0)},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
 
 
 class _Server(ThreadingHTTPServer):
