@@ -117,8 +117,9 @@ def test_the_http_load_benchmark_reports_its_rows_in_quick_mode() -> None:
     assert all(r.passed is not False for r in rows)
 
 
-def test_the_agents_benchmark_compares_claude_with_the_direct_adapter() -> None:
-    import os
+def test_the_agents_benchmark_compares_claude_with_the_direct_adapter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from pathlib import Path
 
     from rlm_mcp.bench.agents import _claude, measure
@@ -126,10 +127,8 @@ def test_the_agents_benchmark_compares_claude_with_the_direct_adapter() -> None:
     if _claude() is None:
         default = Path(__file__).resolve().parents[2] / ".ci/node/node_modules/.bin"
         if not (default / "claude").exists():
-            import pytest
-
             pytest.skip("no `claude` program: bash .ci/run installs it (RLM_MCP_AGENT_BIN)")
-        os.environ["RLM_MCP_AGENT_BIN"] = str(default)
+        monkeypatch.setenv("RLM_MCP_AGENT_BIN", str(default))
     rows = measure(quick=True)
     assert [r.case.split(" (")[0] for r in rows] == [
         "one call through `claude -p`",
