@@ -112,15 +112,23 @@ async def test_sampling_backend_answers_llm_query_with_the_clients_model(tmp_pat
             assert q.structured_content["text"] == "sampled:5"
 
 
-async def test_sampling_backend_on_the_modern_protocol_explains_why_it_cannot(
-    tmp_path: Path,
+@pytest.mark.parametrize("backend", ["sampling", "auto"])
+async def test_the_modern_protocol_samples_llm_query_through_a_round_trip(
+    tmp_path: Path, backend: str
 ) -> None:
-    settings = Settings(home=tmp_path, backend="sampling")
+    # 2026-07-28 has no server-to-client requests: the tool returns an input request, the
+    # client samples and calls again (multi-round-trip); code in run_repl cannot wait for that
+    settings = Settings(home=tmp_path, backend=backend)
     with anyio.fail_after(120):
-        async with Client(build_server(settings), sampling_callback=_sampler) as client:
-            res = await client.call_tool("llm_query", {"prompt": "hello"})
-            assert res.is_error
-            assert "2025-11-25" in res.content[0].text
+        async with Client(build_server(settings, environ={}), sampling_callback=_sampler) as client:
+            assert client.protocol_version == "2026-07-28"
+            q = await client.call_tool("llm_query", {"prompt": "hello"})
+            assert not q.is_error, q.content
+            assert q.structured_content["text"] == "sampled:5"
+            assert any("estimated" in n for n in q.structured_content["notes"])
+            res = await client.call_tool("run_repl", {"code": "print(llm_query('abcd'))"})
+            text = res.structured_content.get("error") or ""
+            assert "round trip" in text and "llm_query tool" in text
 
 
 async def test_two_legacy_clients_never_see_each_others_variables(tmp_path: Path) -> None:

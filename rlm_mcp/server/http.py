@@ -104,6 +104,18 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
+def _quiet_deprecations(runtime: Runtime) -> None:
+    """The SDK warns that sampling is deprecated (SEP-2577) whenever it samples; a user who did
+    not choose sampling should not see that on their terminal."""
+    import warnings
+
+    from mcp import MCPDeprecationWarning
+
+    chosen = (runtime.settings.backend, runtime.settings.sub_backend or "")
+    if not any(name.strip().lower().startswith("sampling") for name in chosen):
+        warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
+
+
 def serve(
     settings: Settings | Runtime,
     *,
@@ -115,6 +127,7 @@ def serve(
     """Run the server until the client disconnects (stdio) or the process is stopped (HTTP)."""
     runtime = _runtime(settings, environ)
     runtime.check()
+    _quiet_deprecations(runtime)
     if transport == "stdio":
         from rlm_mcp.server import build_server
 

@@ -27,6 +27,14 @@ VARIABLE_FIELD_CHARS = 120
 MAX_NOTES = 10
 
 
+NO_ROUND_TRIP = (
+    "llm_query inside run_repl cannot use your client's model: on the 2026-07-28 protocol "
+    "sampling takes a round trip of a tool call, which running code cannot wait for. Call the "
+    "llm_query tool instead, or give the server a model: an API key, a logged-in agent CLI "
+    "(claude, codex, gemini) on its PATH, or a local OpenAI-compatible server."
+)
+
+
 class ReplSubCalls:
     """`llm_query` inside run_repl: the sub model is resolved on the first call only.
 
@@ -51,12 +59,17 @@ class ReplSubCalls:
 
     async def __call__(self, prompts: Sequence[str], *, model: str | None = None) -> list[str]:
         if self._router is None:
+            from rlm_mcp.server.sampling import can_round_trip
             from rlm_mcp.subcalls import SubCallRouter
 
             try:
                 _, sub = self.state.runtime.lms(ctx=self.ctx)
             except RLMError as exc:  # the code sees the same advice as a tool error would give
+                if can_round_trip(self.ctx):
+                    raise ConfigError(NO_ROUND_TRIP) from exc
                 raise ConfigError(explain(exc)) from exc
+            if getattr(sub, "backend", "") == "sampling" and can_round_trip(self.ctx):
+                raise ConfigError(NO_ROUND_TRIP)
             self._router = SubCallRouter(
                 sub,
                 self.tracker,

@@ -16,10 +16,16 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
+from mcp.types import (
+    CallToolResult,
+    InputRequiredResult,
+    ResourceLink,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, Field
 
-from rlm_mcp.errors import ArgumentError, UnreadablePathError
+from rlm_mcp.errors import ArgumentError, MissingAPIKeyError, UnreadablePathError
 from rlm_mcp.server.budget import cap, cap_list, spill
 from rlm_mcp.server.models import (
     CompleteResult,
@@ -233,8 +239,9 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
         start: NonNegative | None = None,
         end: NonNegative | None = None,
         model: str | None = None,
-    ) -> Annotated[CallToolResult, QueryResult]:
+    ) -> Annotated[CallToolResult, QueryResult] | InputRequiredResult:
         from rlm_mcp.lm.base import Message
+        from rlm_mcp.server import sampling as round_trip
 
         notes: list[str] = []
         cut = False
@@ -251,8 +258,22 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
                     lambda: store.read(info.handle, start=s0, length=e0 - s0)
                 )
                 prompt = f"{prompt}\n\n{piece}"
-            _, lm = state.runtime.lms(model, model, ctx=ctx)
-            done = await lm.complete([Message(role="user", content=prompt)])
+            lm = None
+            try:
+                _, lm = state.runtime.lms(model, model, ctx=ctx)
+            except MissingAPIKeyError:
+                if not round_trip.can_round_trip(ctx):
+                    raise
+            if lm is None or (lm.backend == "sampling" and round_trip.can_round_trip(ctx)):
+                # 2026-07-28: the client's own model, through a round trip of this call
+                answered = round_trip.completion_from(ctx, prompt)
+                if answered is None:
+                    return round_trip.request_for(prompt, model)
+                done, model_name = answered, answered.usage.model
+                notes.append("answered by the client's model (sampling); tokens are estimated")
+            else:
+                done = await lm.complete([Message(role="user", content=prompt)])
+                model_name = lm.model
             reply, stored = await spill(
                 state.store_for(caller), done.text or "", s.max_output_chars, "reply"
             )
@@ -263,7 +284,7 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
             QueryResult(
                 text=reply,
                 text_context=stored,
-                model=str(lm.model),
+                model=str(model_name),
                 input_tokens=getattr(usage, "input_tokens", None),
                 output_tokens=getattr(usage, "output_tokens", None),
                 slice_cut=cut,
