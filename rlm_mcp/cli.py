@@ -418,6 +418,44 @@ def _add_doctor_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 _COMMAND_GROUPS.append(_add_doctor_commands)
 
 
+def _cmd_bundle(args: argparse.Namespace, runtime: Runtime) -> int:
+    from pathlib import Path
+
+    from rlm_mcp.distribution import build_bundle
+
+    manifest = build_bundle(Path(args.out).absolute(), vendor=args.vendor)
+    print(manifest)
+    print(
+        f"next: npx @anthropic-ai/mcpb pack {manifest.parent} rlm-mcp.mcpb  "
+        "(then open the .mcpb file with Claude Desktop)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_registry(args: argparse.Namespace, runtime: Runtime) -> int:
+    import json
+
+    from rlm_mcp.distribution import registry_entry
+
+    print(json.dumps(registry_entry(), indent=2))
+    return 0
+
+
+def _add_distribution_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    b = sub.add_parser("bundle", help="write an MCP Bundle folder for Claude Desktop (mcpb pack)")
+    b.add_argument("out", metavar="OUT", help="the folder to write (manifest.json, server/)")
+    b.add_argument(
+        "--vendor", action="store_true", help="install the package into it (this platform only)"
+    )
+    b.set_defaults(handler=_cmd_bundle)
+    r = sub.add_parser("registry", help="print server.json for the MCP registry")
+    r.set_defaults(handler=_cmd_registry)
+
+
+_COMMAND_GROUPS.append(_add_distribution_commands)
+
+
 # --- the RLM loop (issue 5) ------------------------------------------------------------------
 
 

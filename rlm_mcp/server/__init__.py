@@ -17,6 +17,7 @@ from rlm_mcp.config import Settings
 from rlm_mcp.runtime import LMFactory, Runtime
 from rlm_mcp.server.app import RLMServer
 from rlm_mcp.server.http import http_app, serve
+from rlm_mcp.server.prompts import register_prompts
 from rlm_mcp.server.resources import register_resources
 from rlm_mcp.server.state import AppState
 from rlm_mcp.server.tools import register_tools
@@ -24,10 +25,10 @@ from rlm_mcp.server.tools import register_tools
 __all__ = ["AppState", "LMFactory", "RLMServer", "build_server", "http_app", "serve"]
 
 INSTRUCTIONS = (
-    "For inputs too large to read: load_context stores text, a file or a directory and returns "
-    "a handle; run_repl runs Python where `context` is that text (search, slice, count, and "
-    "llm_query(prompt) for a sub-model); rlm_complete answers a question with the whole "
-    "recursive loop on the server. Read rlm://contexts and rlm://trajectories for what exists."
+    "For inputs too large to read (big files, folders, logs): load_context stores one once and "
+    "returns a handle; run_repl runs Python where `context` is that text (slice, grep, count, "
+    "llm_query_batched for sub-models); rlm_complete runs the whole recursive loop on the "
+    "server. Filter and count in code, not with models. The analyze prompt has the workflow."
 )
 
 
@@ -70,4 +71,5 @@ def build_server(
     mcp = RLMServer("rlm-mcp", instructions=INSTRUCTIONS, lifespan=lifespan)
     register_tools(mcp, state)
     register_resources(mcp, state)
+    register_prompts(mcp)
     return mcp
