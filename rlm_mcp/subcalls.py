@@ -1,18 +1,23 @@
-"""Answers `llm_query`/`llm_query_batched` from sandboxed code: one LM call per prompt, or a child
-RLM per prompt below the depth limit. Every usage goes into the one tracker of the whole tree."""
+"""Answers sandboxed code's calls to the parent: `llm_query` (one LM call per prompt, or a child
+RLM per prompt below the depth limit), `rlm_query` (a child RLM per prompt) and the caller's tools.
+Every usage goes into the one tracker of the whole tree."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm_mcp.errors import BudgetExceededError, ConfigError, InputTooLargeError
 from rlm_mcp.lm.base import LM, Message
-from rlm_mcp.types import RLMChatCompletion, RLMEvent, SubCallRecord
+from rlm_mcp.types import RLMChatCompletion, RLMEvent, SubCallRecord, ToolCallRecord
+
+if TYPE_CHECKING:
+    from rlm_mcp.custom_tools import ToolSet
 
 __all__ = ["Budget", "SubCallRouter", "emit"]
 
@@ -106,8 +111,17 @@ class SubCallRouter:
         depth: int = 0,
         iteration: Callable[[], int | None] | None = None,
         alternatives: Mapping[str, LM] | None = None,
+        rlm_child_factory: ChildFactory | None = None,
+        tools: ToolSet | None = None,
     ) -> None:
         self.lm = lm
+        #: rlm_query's children; None where even an explicit child would be too deep (a plain
+        #: model call answers then, and the record says so).
+        self.rlm_child_factory = rlm_child_factory
+        self.tools = tools
+        #: What the sandbox lists for code (name -> description); empty without tools.
+        self.tool_docs: dict[str, str] = {} if tools is None else dict(tools.docs)
+        self.tool_records: list[ToolCallRecord] = []
         #: model name -> LM for `llm_query(prompt, model=NAME)`; a named model is a plain call.
         self.alternatives = dict(alternatives or {})
         self.tracker = tracker
@@ -127,7 +141,40 @@ class SubCallRouter:
         out, self.records = self.records, []
         return out
 
-    async def __call__(self, prompts: Sequence[str], *, model: str | None = None) -> list[str]:
+    def drain_tools(self) -> list[ToolCallRecord]:
+        """The tool calls since the last drain (one code block's)."""
+        out, self.tool_records = self.tool_records, []
+        return out
+
+    async def rlm(self, prompts: Sequence[str]) -> list[str]:
+        """`rlm_query_batched`: a child RLM per prompt, sharing this tree's budget and usage."""
+        self._check(prompts)
+        factory = self.rlm_child_factory
+        return list(await asyncio.gather(*(self._one(p, None, factory) for p in prompts)))
+
+    async def tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """One call of a caller's tool; its time and outcome go into the trajectory. A tool that
+        raises becomes `ok: False` at the bridge, so the code gets an ordinary exception."""
+        if self.tools is None or name not in self.tool_docs:
+            raise ConfigError(f"no tool named {name!r}")
+        record = ToolCallRecord(
+            name=name, ok=False, arguments_preview=_preview({"args": args, "kwargs": kwargs})
+        )
+        self.tool_records.append(record)
+        t0 = time.perf_counter()
+        try:
+            value = await self.tools.call(name, args, kwargs)
+        except Exception as exc:
+            record.error = f"{type(exc).__name__}: {exc}"[:SUBCALL_PREVIEW_CHARS]
+            raise RuntimeError(f"{name} failed: {record.error}") from None
+        finally:
+            record.duration_s = time.perf_counter() - t0
+        record.ok = True
+        record.result_preview = _preview(value)
+        return value
+
+    def _check(self, prompts: Sequence[str]) -> None:
+        """Refuse a sub-call once the budget is used up, or a prompt over the size limit."""
         if self.budget is not None:
             reason = self.budget.exceeded()
             if reason is not None:
@@ -142,6 +189,9 @@ class SubCallRouter:
                     f"Sub-call prompt has {len(p):,} characters, the limit is "
                     f"{self.max_prompt_chars:,}. Split the text into smaller chunks."
                 )
+
+    async def __call__(self, prompts: Sequence[str], *, model: str | None = None) -> list[str]:
+        self._check(prompts)
         lm = None
         if model is not None and model != self.lm.model:
             lm = self.alternatives.get(model)
@@ -151,11 +201,12 @@ class SubCallRouter:
                     f"llm_query: no sub-model named {model!r}. Available: {known}. "
                     "Leave model out to use the default."
                 )
-        return list(await asyncio.gather(*(self._one(p, lm) for p in prompts)))
+        factory = None if lm is not None else self.child_factory
+        return list(await asyncio.gather(*(self._one(p, lm, factory) for p in prompts)))
 
-    async def _one(self, prompt: str, lm: LM | None = None) -> str:
+    async def _one(self, prompt: str, lm: LM | None, factory: ChildFactory | None) -> str:
         # a sub-call that names its model is a plain call on that model, never a child run
-        child = self.child_factory is not None and lm is None
+        child = factory is not None
         self._counter += 1
         n = self._counter
         it = self._iteration()
@@ -170,9 +221,8 @@ class SubCallRouter:
             ),
         )
         t0 = time.perf_counter()
-        if child:
-            assert self.child_factory is not None
-            result = await self.child_factory(prompt, n)
+        if factory is not None:
+            result = await factory(prompt, n)
             text = result.response
             record = SubCallRecord(
                 prompt_chars=len(prompt),
@@ -218,3 +268,11 @@ class SubCallRouter:
             ),
         )
         return text
+
+
+def _preview(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text[:SUBCALL_PREVIEW_CHARS]

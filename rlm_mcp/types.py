@@ -10,16 +10,28 @@ from rlm_mcp.lm.usage import UsageSummary
 
 __all__ = [
     "CodeBlockRecord",
+    "CompactionRecord",
     "EventKind",
     "IterationRecord",
     "RLMChatCompletion",
     "RLMEvent",
     "StopReason",
     "SubCallRecord",
+    "ToolCallRecord",
 ]
 
-#: Why a run ended. "final": the model answered; the rest name the limit that stopped it.
-StopReason = Literal["final", "max_iterations", "max_tokens", "max_cost", "max_time", "error"]
+#: Why a run ended. "final": the model answered; "invalid_answer": it answered, but never in the
+#: shape the caller's schema asks for; the rest name the limit that stopped it.
+StopReason = Literal[
+    "final",
+    "invalid_answer",
+    "max_iterations",
+    "max_errors",
+    "max_tokens",
+    "max_cost",
+    "max_time",
+    "error",
+]
 
 EventKind = Literal[
     "run_started",
@@ -27,6 +39,7 @@ EventKind = Literal[
     "iteration_finished",
     "subcall_started",
     "subcall_finished",
+    "compacted",
     "run_finished",
 ]
 
@@ -71,6 +84,21 @@ class SubCallRecord:
 
 
 @dataclass
+class ToolCallRecord:
+    """One call of a caller's tool from sandboxed code (heads of its arguments and result)."""
+
+    name: str
+    ok: bool
+    duration_s: float = 0.0
+    arguments_preview: str = ""
+    result_preview: str = ""
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class CodeBlockRecord:
     code: str
     status: str
@@ -79,6 +107,7 @@ class CodeBlockRecord:
     duration_s: float = 0.0
     truncated: bool = False
     sub_calls: list[SubCallRecord] = field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -88,7 +117,23 @@ class CodeBlockRecord:
     def from_dict(cls, data: dict[str, Any]) -> CodeBlockRecord:
         d = dict(data)
         d["sub_calls"] = [SubCallRecord.from_dict(s) for s in d.get("sub_calls", [])]
+        d["tool_calls"] = [ToolCallRecord(**t) for t in d.get("tool_calls", [])]
         return cls(**d)
+
+
+@dataclass
+class CompactionRecord:
+    """The root's earlier turns were replaced by its own summary before this iteration."""
+
+    chars_before: int
+    chars_after: int
+    messages_summarized: int
+    summary_preview: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -101,6 +146,7 @@ class IterationRecord:
     duration_s: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    compaction: CompactionRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,12 +155,19 @@ class IterationRecord:
     def from_dict(cls, data: dict[str, Any]) -> IterationRecord:
         d = dict(data)
         d["code_blocks"] = [CodeBlockRecord.from_dict(c) for c in d.get("code_blocks", [])]
+        if d.get("compaction") is not None:
+            d["compaction"] = CompactionRecord(**d["compaction"])
         return cls(**d)
 
 
 @dataclass
 class RLMChatCompletion:
-    """What `RLM.completion` returns; `usage` covers every call of the tree (root, sub, child)."""
+    """What `RLM.completion` returns; `usage` covers every call of the tree (root, sub, child).
+
+    `partial` is True when no final answer was given (a budget, the iteration or error limit
+    stopped the run): `response` is then the best partial answer, never dressed up as final.
+    `answer_json` is the validated value when the completion was asked for a `schema`.
+    """
 
     response: str
     usage: UsageSummary
@@ -125,6 +178,8 @@ class RLMChatCompletion:
     root_model: str = ""
     trajectory_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    partial: bool = False
+    answer_json: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +192,8 @@ class RLMChatCompletion:
             "root_model": self.root_model,
             "trajectory_path": None if self.trajectory_path is None else str(self.trajectory_path),
             "notes": list(self.notes),
+            "partial": self.partial,
+            "answer_json": self.answer_json,
         }
 
     @classmethod
@@ -152,4 +209,6 @@ class RLMChatCompletion:
             root_model=data.get("root_model", ""),
             trajectory_path=None if path is None else Path(path),
             notes=list(data.get("notes", [])),
+            partial=bool(data.get("partial", False)),
+            answer_json=data.get("answer_json"),
         )

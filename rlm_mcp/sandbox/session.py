@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import json
 import logging
 import os
 import shutil
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -279,6 +281,7 @@ class SandboxSession:
                         "max_open_files": self.limits.max_open_files,
                         "hard_timeout_grace": self.limits.hard_timeout_grace,
                         "sub_calls": self.sub_calls is not None,
+                        "tools": _tool_docs(self.sub_calls),
                         "max_sub_calls": self.limits.max_sub_calls,
                         "max_prompt_chars": self.limits.max_prompt_chars,
                         "max_final_chars": self.limits.max_final_chars,
@@ -422,7 +425,7 @@ class SandboxSession:
             if exchange.awaiting_reply:
                 exchange.awaiting_reply = False
                 await worker.send(refusal)
-            while (await worker.receive()).get("op") == "llm":
+            while (await worker.receive()).get("op") in _BRIDGE_OPS:
                 await worker.send(refusal)
         except (_WorkerDied, FrameTooLargeError):
             return False
@@ -439,43 +442,61 @@ class SandboxSession:
     async def _serve(self, worker: _Worker, exchange: _Exchange) -> dict[str, Any]:
         while True:
             msg = await worker.receive()
-            if msg.get("op") != "llm":
+            if msg.get("op") not in _BRIDGE_OPS:
                 return msg
             exchange.awaiting_reply = True
-            answer = await self._sub_call(msg, exchange)
+            answer = await self._bridge_request(msg, exchange)
             exchange.awaiting_reply = False  # the frame is written before send() awaits
             await worker.send({"op": "llm_reply", **answer})
 
-    async def _sub_call(self, msg: dict[str, Any], exchange: _Exchange) -> dict[str, Any]:
-        """One llm/llm_batched request: limits checked here too, cut off at the soft deadline."""
-        prompts = [str(p) for p in msg.get("prompts", [])]
+    async def _bridge_request(self, msg: dict[str, Any], exchange: _Exchange) -> dict[str, Any]:
+        """One llm_query, rlm_query or tool request: limits checked here too (the worker's own
+        checks are not trusted), cut off at the soft deadline, failures become `ok: False`."""
         handler = exchange.handler
         if handler is None:
             return {"ok": False, "error": "no sub-model in this session"}
-        limits = self.limits
-        if exchange.sub_calls + len(prompts) > limits.max_sub_calls:
-            return {
-                "ok": False,
-                "error": f"llm_query limit reached: at most {limits.max_sub_calls:,} sub-calls "
-                "per execute (SandboxLimits.max_sub_calls, or RLM_MCP_MAX_SUB_CALLS for the "
-                "server)",
-            }
-        if any(len(p) > limits.max_prompt_chars for p in prompts):
-            return {
-                "ok": False,
-                "error": f"llm_query prompt over {limits.max_prompt_chars:,} characters "
-                "(SandboxLimits.max_prompt_chars, or RLM_MCP_MAX_PROMPT_CHARS)",
-            }
-        exchange.sub_calls += len(prompts)
-        texts: list[str] | None = None
+        op = msg.get("op")
+        if op == "tool":
+            call = _tool_call(handler, msg)
+            if isinstance(call, str):
+                return {"ok": False, "error": call}
+        else:
+            prompts = [str(p) for p in msg.get("prompts", [])]
+            refusal = self._refuse_prompts(prompts, exchange)
+            if refusal is not None:
+                return {"ok": False, "error": refusal}
+            exchange.sub_calls += len(prompts)
+            if op == "rlm":
+                call = _rlm_call(handler, prompts)
+            else:
+                call = functools.partial(handler, prompts, model=msg.get("model"))
+        done = False
+        value: Any = None
         try:
             with anyio.move_on_after(max(0.0, exchange.sub_call_deadline - time.monotonic())):
-                texts = list(await handler(prompts, model=msg.get("model")))
+                value = await call()
+                done = True
         except Exception as exc:
             return {"ok": False, "error": str(exc) or type(exc).__name__}
-        if texts is None:
-            return {"ok": False, "error": "the execute time limit ran out during this sub-call"}
-        return {"ok": True, "texts": texts}
+        if not done:
+            return {"ok": False, "error": "the execute time limit ran out during this call"}
+        if op == "tool":
+            return _tool_reply(str(msg.get("name")), value, self.limits.max_final_chars)
+        return {"ok": True, "texts": list(value)}
+
+    def _refuse_prompts(self, prompts: list[str], exchange: _Exchange) -> str | None:
+        limits = self.limits
+        if exchange.sub_calls + len(prompts) > limits.max_sub_calls:
+            return (
+                f"llm_query limit reached: at most {limits.max_sub_calls:,} sub-calls per "
+                "execute (SandboxLimits.max_sub_calls, or RLM_MCP_MAX_SUB_CALLS for the server)"
+            )
+        if any(len(p) > limits.max_prompt_chars for p in prompts):
+            return (
+                f"llm_query prompt over {limits.max_prompt_chars:,} characters "
+                "(SandboxLimits.max_prompt_chars, or RLM_MCP_MAX_PROMPT_CHARS)"
+            )
+        return None
 
     async def _context_request(self, spec: ContextSpec) -> dict[str, Any]:
         async with self._lock:
@@ -518,6 +539,12 @@ class SandboxSession:
             self.context = previous if reply.get("kept") else ContextSpec()
             raise SandboxError(f"the sandbox could not load the context: {reply['error']}")
 
+    async def draft(self) -> str | None:
+        """`answer["content"]` set so far, ready or not (None if empty): a partial answer."""
+        reply = await self._request({"op": "draft"})
+        value = reply.get("value")
+        return None if value is None else str(value)
+
     async def get_variable_text(self, name: str) -> str | None:
         """str() of a variable of the session, None if there is none."""
         reply = await self._request({"op": "get", "name": name})
@@ -546,6 +573,54 @@ class SandboxSession:
             if self._worker is not None:
                 await self._worker.aclose()
                 self._worker = None
+
+
+#: Worker requests that cross to the parent mid-execute: llm_query, rlm_query, the caller's tools.
+_BRIDGE_OPS = frozenset({"llm", "rlm", "tool"})
+
+
+def _tool_docs(handler: SubCallHandler | None) -> list[dict[str, str]]:
+    """The caller's tools as the worker lists them: name and description, never the function."""
+    docs: Mapping[str, str] = getattr(handler, "tool_docs", None) or {}
+    return [{"name": name, "doc": doc} for name, doc in docs.items()]
+
+
+def _tool_call(handler: SubCallHandler, msg: dict[str, Any]) -> Callable[[], Awaitable[Any]] | str:
+    """The call a tool request asks for, or why it is refused (a name the caller never gave)."""
+    name, args, kwargs = msg.get("name"), msg.get("args"), msg.get("kwargs")
+    tool = getattr(handler, "tool", None)
+    known: Mapping[str, str] = getattr(handler, "tool_docs", None) or {}
+    if tool is None or not isinstance(name, str) or name not in known:
+        return f"no tool named {name!r} in this session"
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        return f"{name}: malformed arguments"
+    return functools.partial(tool, name, args, kwargs)
+
+
+def _rlm_call(handler: SubCallHandler, prompts: list[str]) -> Callable[[], Awaitable[Any]]:
+    rlm = getattr(handler, "rlm", None)
+    if rlm is None:  # a plain handler (run_repl): no child runs here, a model call instead
+        return functools.partial(handler, prompts)
+    return functools.partial(rlm, prompts)
+
+
+def _tool_reply(name: str, value: Any, max_chars: int) -> dict[str, Any]:
+    """A tool's result crosses as JSON only: anything else is refused, never handed over."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return {
+            "ok": False,
+            "error": f"{name} returned {type(value).__name__}, which is not a JSON value; a tool "
+            "must return str, int, float, bool, None, or lists and dicts of them",
+        }
+    if len(text) > max_chars:
+        return {
+            "ok": False,
+            "error": f"{name} returned {len(text):,} characters of JSON, over the "
+            f"{max_chars:,} limit; return less (or a handle to it)",
+        }
+    return {"ok": True, "value": json.loads(text)}
 
 
 def _to_result(reply: dict[str, Any], duration: float, sub_calls: int) -> ExecResult:

@@ -74,3 +74,9 @@ class SubCallHandler(Protocol):
     """
 
     async def __call__(self, prompts: Sequence[str], *, model: str | None = None) -> list[str]: ...
+
+
+# A handler may also offer, found by attribute (the RLM's router does; run_repl's does not):
+#   async rlm(prompts) -> list[str]        rlm_query: a child run per prompt
+#   tool_docs: Mapping[str, str]           the caller's tools (name -> description for the code)
+#   async tool(name, args, kwargs) -> Any  run one of them; the result must be JSON

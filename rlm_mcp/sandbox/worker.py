@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from rlm_mcp.config import (
@@ -26,6 +26,7 @@ from rlm_mcp.config import (
 )
 from rlm_mcp.sandbox import loader, policy
 from rlm_mcp.sandbox.confine import confine
+from rlm_mcp.sandbox.extras import RPC, ToolProxy, show_vars
 from rlm_mcp.sandbox.protocol import encode, read_frame_sync
 
 __all__ = ["Executor", "main"]
@@ -43,6 +44,9 @@ _INTERNAL = frozenset(
         "llm_query_batched",
         "FINAL",
         "FINAL_VAR",
+        "rlm_query",
+        "rlm_query_batched",
+        "SHOW_VARS",
     }
 )
 
@@ -100,9 +104,14 @@ class Executor:
         max_sub_calls: int = DEFAULT_MAX_SUB_CALLS,
         max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
         max_final_chars: int = DEFAULT_MAX_FINAL_CHARS,
+        rpc: RPC | None = None,
+        tools: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.max_output_chars = max_output_chars
         self.max_final_chars = max_final_chars
+        #: The parent, for rlm_query and the caller's tools (None: not in an RLM run).
+        self.rpc = rpc
+        self.tools = tuple(tools)
         self.llm = llm
         self.use_timer = use_timer
         self.max_sub_calls = max_sub_calls
@@ -121,9 +130,13 @@ class Executor:
         self.context_intact = True  # False once a failed set_context has dropped the old one
         self.documents: tuple[tuple[str, int, int], ...] = ()
         self._lines: tuple[str, ...] | None = None
-        self.ns = policy.build_globals(self.printer, self.rng, self._helpers())
+        extras = {name: ToolProxy(name, doc, self._rpc) for name, doc in self.tools}
+        self.ns = policy.build_globals(self.printer, self.rng, {**self._helpers(), **extras})
         self.ns["context"] = ""
         self.ns["documents"] = ()
+        # The reference library's answer dict exists from the start, so `answer["content"] = x`
+        # works as the prompt says (and a draft survives a run stopped by a budget).
+        self.ns["answer"] = {"content": "", "ready": False}
 
     # -- context -----------------------------------------------------------------------------
     def set_context(
@@ -221,6 +234,29 @@ class Executor:
             """Ask the sub-model one prompt; returns its text."""
             return llm_query_batched([prompt], model)[0]
 
+        def rlm_query_batched(prompts: list[str]) -> list[str]:
+            """A child RLM per prompt (its own REPL over the prompt); their answers in order."""
+            if self.rpc is None:
+                raise RuntimeError(
+                    "rlm_query is not available here: it runs child RLMs inside an RLM run "
+                    "(rlm_complete, RLM.completion); use llm_query for a plain model call"
+                )
+            texts = [str(p) for p in prompts]
+            self._check_sub_calls(texts)
+            self.sub_calls_used += len(texts)
+            reply = self._rpc({"op": "rlm", "prompts": texts})
+            if not reply.get("ok"):
+                raise RuntimeError(str(reply.get("error", "rlm_query failed")))
+            return [str(t) for t in reply.get("texts", [])]
+
+        def rlm_query(prompt: str) -> str:
+            """A child RLM over `prompt` (it becomes the child's context); returns its answer."""
+            return rlm_query_batched([prompt])[0]
+
+        def SHOW_VARS() -> str:
+            """The variables you made so far: name, type and a short summary, one per line."""
+            return show_vars(self.user_names(), self.ns, _summary)
+
         def FINAL(value: Any) -> None:
             """Finish: `value` is the answer."""
             self.final.value = {"value": str(value), "source": "FINAL", "variable": None}
@@ -246,6 +282,9 @@ class Executor:
             "llm_query_batched": llm_query_batched,
             "FINAL": FINAL,
             "FINAL_VAR": FINAL_VAR,
+            "rlm_query": rlm_query,
+            "rlm_query_batched": rlm_query_batched,
+            "SHOW_VARS": SHOW_VARS,
         }
 
     def _check_sub_calls(self, prompts: list[str]) -> None:
@@ -265,6 +304,19 @@ class Executor:
                 f"{len(prompts):,} more asked: batch several items into one prompt, or "
                 "continue in the next execute"
             )
+
+    def _rpc(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A request to the parent (rlm_query, tools), with interrupts deferred like llm_query."""
+        if self.rpc is None:
+            return {"ok": False, "error": "not available in this session"}
+        before = self.phase
+        self.phase = "bridge"
+        try:
+            return self.rpc(message)
+        finally:
+            self.phase = before
+            if self.pending is not None and before == "user":
+                self.raise_interrupt(self.pending)
 
     def _bridge(self, prompts: list[str], model: str | None) -> list[str]:
         """Call the parent with interrupts deferred: a signal during the wait is raised after."""
@@ -427,6 +479,16 @@ class Executor:
             return None
         return str(self.ns[name])
 
+    def draft(self) -> str | None:
+        """`answer["content"]` even when not ready: the best partial answer of a stopped run."""
+        answer = self.ns.get("answer")
+        if not isinstance(answer, dict):
+            return None
+        content = answer.get("content")
+        if content is None or content == "":
+            return None
+        return str(content)[: self.max_final_chars]
+
 
 def _message(exc: BaseException) -> str:
     """The exception's text, or what it means when it has none (MemoryError usually has none)."""
@@ -573,11 +635,15 @@ def main() -> int:
         out.write(encode(msg))
         out.flush()
 
-    def bridge(prompts: list[str], model: str | None) -> list[str]:
-        send({"op": "llm", "prompts": prompts, "model": model})
+    def rpc(message: dict[str, Any]) -> dict[str, Any]:
+        send(message)
         reply = read_frame_sync(inp)
         if reply is None:
             raise SystemExit(0)
+        return reply
+
+    def bridge(prompts: list[str], model: str | None) -> list[str]:
+        reply = rpc({"op": "llm", "prompts": prompts, "model": model})
         if not reply.get("ok"):
             raise RuntimeError(str(reply.get("error", "sub-call failed")))
         return [str(t) for t in reply.get("texts", [])]
@@ -592,6 +658,8 @@ def main() -> int:
         max_sub_calls=int(init.get("max_sub_calls", DEFAULT_MAX_SUB_CALLS)),
         max_prompt_chars=int(init.get("max_prompt_chars", DEFAULT_MAX_PROMPT_CHARS)),
         max_final_chars=int(init.get("max_final_chars", DEFAULT_MAX_FINAL_CHARS)),
+        rpc=rpc if init.get("sub_calls") else None,
+        tools=[(str(t["name"]), str(t.get("doc") or "")) for t in init.get("tools") or ()],
     )
     signal.signal(signal.SIGALRM, lambda signum, frame: executor.interrupt("timeout"))
     signal.signal(signal.SIGUSR1, lambda signum, frame: executor.interrupt("cancelled"))
@@ -625,6 +693,8 @@ def main() -> int:
                 send({"op": "ok", "error": _describe(exc), "kept": executor.context_intact})
         elif op == "get":
             send({"op": "value", "value": executor.get_variable_text(str(msg["name"]))})
+        elif op == "draft":
+            send({"op": "value", "value": executor.draft()})
         elif op == "peak":
             # VmHWM is this process's own peak; ru_maxrss also counts the parent's RSS at fork.
             send({"op": "value", "value": _status_kb("VmHWM:")})
