@@ -57,6 +57,9 @@ DEFAULT_MAX_RETRIES = 4
 # Loop
 DEFAULT_MAX_ITERATIONS = 20
 DEFAULT_MAX_DEPTH = 1
+#: Root conversation size (characters) past which earlier turns are summarised: about 100K
+#: tokens, inside the window of every hosted model we support; lower it for small local models.
+DEFAULT_COMPACTION_CHARS = 400_000
 # What a client may ask of one rlm_complete at most (the operator's ceilings)
 DEFAULT_LIMIT_ITERATIONS = 100
 DEFAULT_LIMIT_DEPTH = 3

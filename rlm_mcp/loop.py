@@ -6,6 +6,10 @@ chance); finish. Every way a run can stop — an answer, the iteration limit, a 
 budget, a model call cut off by the time budget — ends as a `stop_reason` on the result, never as
 an exception of ours. Each step is a function of `RunState` (and the sandbox), so a step can be
 read, tested and changed on its own.
+
+A run that stops without a final answer still answers: with the best partial answer (what code
+put in `answer["content"]`, else the model's last reasoning, else the last code output), marked
+`partial=True`, with a note saying where it came from. Nothing unfinished is reported as final.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from rlm_mcp.answers import parse_answer, schema_prompt
 from rlm_mcp.context_input import ContextInput, prepare_context
+from rlm_mcp.errors import RLMError
 from rlm_mcp.lm.base import LM, Message
 from rlm_mcp.lm.usage import UsageTracker
 from rlm_mcp.parsing import find_code_blocks, find_final, strip_code
@@ -32,9 +38,16 @@ from rlm_mcp.prompts import (
 )
 from rlm_mcp.subcalls import Budget, SubCallRouter
 from rlm_mcp.trajectory import TrajectoryWriter
-from rlm_mcp.types import CodeBlockRecord, IterationRecord, RLMChatCompletion, RLMEvent
+from rlm_mcp.types import (
+    CodeBlockRecord,
+    CompactionRecord,
+    IterationRecord,
+    RLMChatCompletion,
+    RLMEvent,
+)
 
 if TYPE_CHECKING:
+    from rlm_mcp.custom_tools import ToolSet
     from rlm_mcp.sandbox import ContextSpec, ExecResult, SandboxLimits, SandboxSession
     from rlm_mcp.sandbox.types import SubCallHandler
 
@@ -61,6 +74,16 @@ class LoopConfig:
     emit: Emit
     sandbox: SandboxFactory
     child: Callable[[str, str, int, tuple[str, ...]], Awaitable[RLMChatCompletion]] | None
+    tools: ToolSet | None = None
+    #: Stop after this many iterations in a row whose code ended in an error (None: never).
+    max_errors: int | None = None
+    #: Summarise the root's earlier turns past this many characters (None: never).
+    compaction_chars: int | None = None
+    #: The root's answer must validate against this JSON Schema (None: any text).
+    schema: dict[str, Any] | None = None
+    #: What the root is told of earlier turns of a conversation, and where its REPL lives.
+    recap: str = ""
+    root_sandbox: SandboxFactory | None = None
 
 
 @dataclass
@@ -82,6 +105,13 @@ class RunState:
     answer: str | None = None
     best: str = ""
     stop: str = "max_iterations"
+    first_prompt: str = ""
+    errors: int = 0  # iterations in a row whose code ended in an error
+    last_output: str = ""
+    answer_json: Any = None
+    partial: bool = False
+    notes: list[str] = field(default_factory=list)
+    compaction: CompactionRecord | None = None  # to attach to the next iteration's record
     router: SubCallRouter = field(init=False)  # built from the state (it reads the iteration)
 
 
@@ -103,13 +133,16 @@ async def run_loop(
         write_config(cfg, state, state.messages[0].content)
     try:
         await announce(cfg, state)
-        async with cfg.sandbox(spec, state.router) as sb:
+        factory = cfg.root_sandbox if depth == 0 and cfg.root_sandbox else cfg.sandbox
+        async with factory(spec, state.router) as sb:
             for i in range(1, cfg.max_iterations + 1):
                 if over_budget(state) or await iterate(cfg, state, sb, i):
                     break
             else:
                 if not over_budget(state):
-                    await last_chance(state, sb)
+                    await last_chance(cfg, state, sb)
+            if state.answer is None:
+                await settle_partial(cfg, state, sb)
         return await finish(cfg, state)
     finally:
         if state.writer is not None:
@@ -139,7 +172,13 @@ def prepare(
             f"llm_query_batched(prompts, model=NAME): {', '.join(cfg.choices)} (default: "
             f"{cfg.sub_lm.model})."
         )
-    messages = [Message("system", system), Message("user", first_user_prompt(root_prompt))]
+    if cfg.tools:
+        system += cfg.tools.prompt()
+    first = first_user_prompt(root_prompt)
+    if depth == 0:
+        system += "" if cfg.schema is None else schema_prompt(cfg.schema)
+        first = cfg.recap + first
+    messages = [Message("system", system), Message("user", first)]
     state = RunState(
         depth=depth,
         path=path,
@@ -149,21 +188,24 @@ def prepare(
         budget=budget,
         messages=messages,
         summary=summary,
+        first_prompt=first,
     )
     state.router = _router(cfg, state)
     return spec, state
 
 
 def _router(cfg: LoopConfig, state: RunState) -> SubCallRouter:
-    child = None
-    if cfg.child is not None and state.depth + 1 < cfg.max_depth:
+    """llm_query recurses below `max_depth`; an explicit rlm_query always may from the root (a
+    depth limit of 1 would make it useless), deeper only within `max_depth`."""
 
-        async def child(prompt: str, n: int) -> RLMChatCompletion:
-            # The prompt becomes the child's context; the child answers it as a question.
-            assert cfg.child is not None
-            question = "Answer the request written at the start of `context`."
-            return await cfg.child(prompt, question, state.depth + 1, (*state.path, f"child{n}"))
+    async def child(prompt: str, n: int) -> RLMChatCompletion:
+        # The prompt becomes the child's context; the child answers it as a question.
+        assert cfg.child is not None
+        question = "Answer the request written at the start of `context`."
+        return await cfg.child(prompt, question, state.depth + 1, (*state.path, f"child{n}"))
 
+    implicit = cfg.child is not None and state.depth + 1 < cfg.max_depth
+    explicit = cfg.child is not None and state.depth + 1 < max(cfg.max_depth, 2)
     return SubCallRouter(
         cfg.sub_lm,
         state.tracker,
@@ -171,7 +213,9 @@ def _router(cfg: LoopConfig, state: RunState) -> SubCallRouter:
         path=state.path,
         on_event=cfg.emit,
         max_prompt_chars=cfg.max_subcall_chars,
-        child_factory=child,
+        child_factory=child if implicit else None,
+        rlm_child_factory=child if explicit else None,
+        tools=cfg.tools,
         budget=state.budget,
         depth=state.depth,
         iteration=lambda: state.iteration,
@@ -240,6 +284,7 @@ async def iterate(cfg: LoopConfig, state: RunState, sb: SandboxSession, i: int) 
     state.iteration = i
     await cfg.emit(RLMEvent("iteration_started", state.depth, i, f"iteration {i}", {}))
     started = time.perf_counter()
+    await compact(cfg, state)
     prompt_chars = sum(len(m.content) for m in state.messages)
     reply = await ask(state, state.messages)
     if reply is None:
@@ -251,16 +296,22 @@ async def iterate(cfg: LoopConfig, state: RunState, sb: SandboxSession, i: int) 
         response=text,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
+        compaction=state.compaction,
     )
+    state.compaction = None
     if prose := strip_code(text).strip():
         state.best = prose
     feedback, code_final = await run_blocks(cfg, state, sb, text, record)
-    state.answer = await decide(sb, text, code_final, feedback)
+    count_errors(state, record)
+    state.answer = check_typed(cfg, state, await decide(sb, text, code_final, feedback), feedback)
     record.final_answer = state.answer
     record.duration_s = time.perf_counter() - started
     await record_iteration(cfg, state, record)
     if state.answer is not None:
         state.stop = "final"
+        return True
+    if cfg.max_errors is not None and state.errors >= cfg.max_errors:
+        state.stop = "max_errors"
         return True
     if not feedback:
         feedback.append("No ```repl block and no FINAL(...) found in your reply.")
@@ -280,9 +331,90 @@ async def run_blocks(
         res = await sb.execute(code)
         record.code_blocks.append(_block_record(cfg, state, code, res))
         feedback.append(_block_feedback(cfg, n, res))
+        if res.output.strip():
+            state.last_output = res.output
         if res.final is not None:
             return feedback, res.final.value
     return feedback, None
+
+
+def count_errors(state: RunState, record: IterationRecord) -> None:
+    """An iteration whose last code block failed adds one; one whose code ran resets to 0."""
+    if record.code_blocks:
+        failed = record.code_blocks[-1].status != "ok"
+        state.errors = state.errors + 1 if failed else 0
+
+
+def check_typed(
+    cfg: LoopConfig, state: RunState, answer: str | None, feedback: list[str]
+) -> str | None:
+    """With a schema, an answer that does not validate is refused (the model is asked again)."""
+    if answer is None or cfg.schema is None or state.depth > 0:
+        return answer
+    value, problem = parse_answer(answer, cfg.schema)
+    if problem is None:
+        state.answer_json = value
+        return answer
+    state.best = answer
+    feedback.append(
+        f"Your final answer does not match the required JSON Schema ({problem}). Fix it and "
+        "finish again with JSON that validates."
+    )
+    return None
+
+
+COMPACT_PROMPT = (
+    "Your conversation is getting too long, so it will be replaced by your own summary. Write "
+    "that summary now, in plain text and no code: what you have learned about the context (with "
+    "exact names, numbers and positions), which REPL variables hold what, what you tried that "
+    "failed, and what is left to do. The REPL and its variables stay as they are."
+)
+
+
+async def compact(cfg: LoopConfig, state: RunState) -> None:
+    """Past the threshold, replace every turn but the latest with the root's own summary.
+
+    Safe by construction: the system prompt, the question and the latest exchange stay as they
+    were, the REPL's variables are untouched, and a summary that fails (or does not shrink the
+    conversation) leaves everything as it was, with a note.
+    """
+    limit = cfg.compaction_chars
+    before = sum(len(m.content) for m in state.messages)
+    if limit is None or before <= limit or len(state.messages) < 6:
+        return
+    head, last = state.messages[:-2], state.messages[-2:]
+    request = [*head[:-1], Message("user", head[-1].content + "\n\n" + COMPACT_PROMPT)]
+    try:
+        reply = await ask(state, request)
+    except RLMError as exc:
+        state.notes.append(f"compaction failed ({exc}); the conversation was kept whole")
+        return
+    if reply is None or not reply[0].strip():
+        return
+    summary, usage = reply[0].strip(), reply[1]
+    first = Message(
+        "user",
+        state.first_prompt + "\n\nSummary of your earlier turns (written by you; the REPL and "
+        f"its variables are unchanged):\n{summary}",
+    )
+    messages = [state.messages[0], first, *last]
+    after = sum(len(m.content) for m in messages)
+    if after >= before:
+        state.notes.append("compaction skipped: the summary was no shorter than the turns")
+        return
+    state.messages = messages
+    state.compaction = CompactionRecord(
+        chars_before=before,
+        chars_after=after,
+        messages_summarized=len(head) - 2,
+        summary_preview=summary[:2000],
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+    )
+    message = f"compacted the root conversation: {before:,} -> {after:,} chars"
+    await cfg.emit(
+        RLMEvent("compacted", state.depth, state.iteration, message, state.compaction.to_dict())
+    )
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -304,6 +436,7 @@ def _block_record(cfg: LoopConfig, state: RunState, code: str, res: ExecResult) 
         duration_s=res.duration_s,
         truncated=res.truncated or len(out) < len(res.output),
         sub_calls=state.router.drain(),
+        tool_calls=state.router.drain_tools(),
     )
 
 
@@ -356,13 +489,14 @@ async def record_iteration(cfg: LoopConfig, state: RunState, record: IterationRe
     )
 
 
-async def last_chance(state: RunState, sb: SandboxSession) -> None:
+async def last_chance(cfg: LoopConfig, state: RunState, sb: SandboxSession) -> None:
     """Out of iterations: ask once for the best final answer (the budget still applies)."""
-    reply = await ask(
-        state, [*state.messages, Message("user", last_chance_prompt(state.root_prompt))]
-    )
+    prompt = last_chance_prompt(state.root_prompt)
+    if cfg.schema is not None and state.depth == 0:
+        prompt += " The answer must be JSON that validates against the schema you were given."
+    reply = await ask(state, [*state.messages, Message("user", prompt)])
     if reply is None:
-        return  # stop is max_time; finish() answers with the best so far
+        return  # stop is max_time; settle_partial answers with the best so far
     text = reply[0]
     marker = find_final(text)
     answer = None
@@ -370,8 +504,45 @@ async def last_chance(state: RunState, sb: SandboxSession) -> None:
         answer = marker.value
     elif marker is not None:
         answer = await sb.get_variable_text(marker.value)
-    state.answer = answer if answer is not None else (strip_code(text).strip() or state.best)
+    answer = answer if answer is not None else strip_code(text).strip()
+    if not answer:
+        return  # nothing new: settle_partial picks the best so far
     state.stop = "max_iterations"
+    state.notes.append(
+        "No final answer within max_iterations: this is the model's best answer when asked to "
+        "stop (partial)."
+    )
+    typed = check_typed(cfg, state, answer, [])
+    if typed is None:
+        state.stop = "invalid_answer"
+        state.notes.append("The answer does not match the schema: answer_json is None.")
+    state.answer = answer
+
+
+async def settle_partial(cfg: LoopConfig, state: RunState, sb: SandboxSession) -> None:
+    """No answer: the best partial one, saying where it came from and what stopped the run."""
+    draft = None
+    with anyio.move_on_after(5):  # the sandbox may be busy or gone; the draft is optional
+        try:
+            draft = await sb.draft()
+        except Exception:  # a dead sandbox must not turn a stopped run into a crash
+            draft = None
+    if draft:
+        state.best, source = draft, "what code put in answer['content']"
+    elif state.best:
+        source = "the model's last reasoning"
+    elif state.last_output.strip():
+        state.best, source = state.last_output, "the last code output"
+    else:
+        source = ""
+    reason = state.stop
+    state.notes.append(
+        f"No final answer: the run stopped at {reason}"
+        + (f"; this is the best partial answer, from {source}." if source else " with nothing.")
+    )
+    if cfg.schema is not None and state.depth == 0 and state.best:
+        value, problem = parse_answer(state.best, cfg.schema)
+        state.answer_json = value if problem is None else None
 
 
 async def finish(cfg: LoopConfig, state: RunState) -> RLMChatCompletion:
@@ -379,6 +550,8 @@ async def finish(cfg: LoopConfig, state: RunState) -> RLMChatCompletion:
     path = state.path
     result = RLMChatCompletion(
         response=state.answer if state.answer is not None else state.best,
+        partial=state.stop != "final",
+        answer_json=state.answer_json,
         usage=state.tracker.subtree(*path) if state.depth > 0 else state.tracker.summary(),
         iterations=len(state.trajectory),
         trajectory=state.trajectory,
@@ -386,7 +559,7 @@ async def finish(cfg: LoopConfig, state: RunState) -> RLMChatCompletion:
         execution_time=time.perf_counter() - state.started,
         root_model=state.lm.model,
         trajectory_path=None if state.writer is None else state.writer.path,
-        notes=list(state.budget.notes),
+        notes=[*state.budget.notes, *state.notes],
     )
     if state.writer is not None:
         state.writer.result(result)

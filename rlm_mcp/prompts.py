@@ -65,6 +65,7 @@ def _default_prompt(ctx: ContextSummary, *, max_subcall_chars: int, max_output_c
         if ctx.documents > 1
         else "It is a single text."
     )
+    chunk = min(max_subcall_chars, 100_000)
     return f"""You answer a question about a text too large to read at once. The text is in a
 Python REPL as the variable `context` ({ctx.kind}, {ctx.chars:,} characters). {docs}
 It begins like this (preview only, not the whole text):
@@ -84,13 +85,18 @@ between blocks and turns.
 Inside the code you can ask a sub-model about a piece of text:
 - `llm_query(prompt)` returns the answer as a string.
 - `llm_query_batched([p1, p2, ...])` runs many prompts concurrently and returns answers in order;
-  prefer it over a loop of llm_query.
-- A sub-call prompt may hold up to about {max_subcall_chars:,} characters. Put the instruction
-  BEFORE the text, e.g. `llm_query("Which dates are mentioned? Answer as a list.\n\n" + chunk)`:
-  a sub-model finds far more when it reads the question first.
-Good strategy: look at the structure first (length, separators, a few slices), search with regex
-where you can, split the rest into chunks below the sub-call size, ask about each chunk with
-llm_query_batched, then combine the answers in code (or with one more llm_query).
+  prefer it over a loop of llm_query, with batches of about 20 prompts.
+- `rlm_query(prompt)` / `rlm_query_batched(prompts)`: the same, but each prompt gets its own
+  sub-RLM with a REPL (slower, for pieces that need work of their own).
+- `print(SHOW_VARS())` lists the variables you have made.
+- Sub-call prompts work best at up to about {chunk:,} characters (the limit is
+  {max_subcall_chars:,}). Put the instruction BEFORE the text, e.g.
+  `llm_query("Which dates are mentioned? Answer as a list.\n\n" + chunk)`: a sub-model finds far
+  more when it reads the question first.
+Good strategy: look at the structure first (length, separators, a few slices), filter with code
+and regex before asking any model, split the rest into chunks, ask about each chunk with
+llm_query_batched, then combine the answers in code. Count and total in code, never by asking a
+model to count.
 
 When you know the answer, finish with one of:
 - FINAL(your answer) on its own line, outside any code block;

@@ -3,20 +3,27 @@
 `RLM(...)` checks its arguments and resolves models once; `completion(context, root_prompt)`
 runs the loop. Budgets (tokens, cost, time) and usage are shared by the whole call tree, and
 every way a run stops is a `stop_reason` on the result, never an exception of ours.
+
+`RLM(persistent=True)` keeps one REPL across completions (a `Conversation`): the next question
+sees the earlier variables and a recap of the earlier turns. Close it with `close()` (or use the
+RLM as a context manager).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from rlm_mcp.config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITERATIONS
+from rlm_mcp.answers import check_schema
+from rlm_mcp.config import DEFAULT_COMPACTION_CHARS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITERATIONS
 from rlm_mcp.context_input import ContextInput
+from rlm_mcp.conversation import Conversation
+from rlm_mcp.custom_tools import ToolSet
 from rlm_mcp.errors import ConfigError
 from rlm_mcp.lm.base import LM
 from rlm_mcp.lm.usage import UsageTracker
@@ -41,10 +48,20 @@ def _check_budgets(
     max_tokens: int | None,
     max_cost: float | None,
     max_time: float | None,
+    max_errors: int | None = None,
+    compaction_threshold: int | None = None,
 ) -> None:
     """One-line errors that name the argument: a zero budget would silently mean 'none'."""
-    for arg, value in (("max_iterations", max_iterations), ("max_depth", max_depth)):
-        if not isinstance(value, int) or value < 1:
+    counts: tuple[tuple[str, Any], ...] = (
+        ("max_iterations", max_iterations),
+        ("max_depth", max_depth),
+        ("max_errors", max_errors),
+        ("compaction_threshold", compaction_threshold),
+    )
+    for arg, value in counts:
+        if value is None and arg in ("max_errors", "compaction_threshold"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{arg} must be a whole number of at least 1, got {value!r}.")
     budgets: tuple[tuple[str, float | None, str], ...] = (
         ("max_tokens", max_tokens, "tokens"),
@@ -125,13 +142,38 @@ class RLM:
         sandbox_limits: SandboxLimits | None = None,
         max_subcall_chars: int = DEFAULT_MAX_SUBCALL_CHARS,
         sandbox_factory: SandboxFactory | None = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+        max_errors: int | None = None,
+        compaction: bool = True,
+        compaction_threshold: int = DEFAULT_COMPACTION_CHARS,
+        persistent: bool | Conversation = False,
     ) -> None:
         if environment not in ("local", "sandbox"):
             raise ConfigError(
                 f"Unknown environment {environment!r}: rlm-mcp runs code in its own sandbox; "
                 "use environment='local'."
             )
-        _check_budgets(max_iterations, max_depth, max_tokens, max_cost, max_time)
+        _check_budgets(
+            max_iterations,
+            max_depth,
+            max_tokens,
+            max_cost,
+            max_time,
+            max_errors,
+            compaction_threshold,
+        )
+        #: The caller's functions that sandboxed code may call by name (run here, JSON only).
+        self.tools = ToolSet(tools or {})
+        self.max_errors = max_errors
+        self.compaction_threshold: int | None = compaction_threshold if compaction else None
+        #: The REPL and turns kept between completions (None: each completion starts afresh).
+        self.conversation: Conversation | None = (
+            persistent
+            if isinstance(persistent, Conversation)
+            else (Conversation() if persistent else None)
+        )
+        self._portal: Any = None
+        self._portal_cm: AbstractContextManager[Any] | None = None
         self.environment_kwargs = dict(environment_kwargs or {})
         if lm is None:
             from rlm_mcp.lm import resolve_lm
@@ -171,21 +213,78 @@ class RLM:
     # -- public API ---------------------------------------------------------------------------
 
     def completion(
-        self, context: ContextInput, root_prompt: str | None = None
+        self,
+        context: ContextInput | None = None,
+        root_prompt: str | None = None,
+        *,
+        schema: Mapping[str, Any] | None = None,
     ) -> RLMChatCompletion:
-        """Blocking form of `acompletion` (not from inside a running event loop)."""
-        return anyio.run(self.acompletion, context, root_prompt)
+        """Blocking form of `acompletion` (not from inside a running event loop).
+
+        A persistent RLM runs every completion on one event loop of its own (in a thread), so
+        its REPL outlives each call; `close()` ends it.
+        """
+        if self.conversation is None:
+            return anyio.run(self._acompletion_kw, context, root_prompt, schema)
+        if self._portal is None:
+            from anyio.from_thread import start_blocking_portal
+
+            self._portal_cm = start_blocking_portal()
+            self._portal = self._portal_cm.__enter__()
+        result: RLMChatCompletion = self._portal.call(
+            self._acompletion_kw, context, root_prompt, schema
+        )
+        return result
+
+    async def _acompletion_kw(
+        self,
+        context: ContextInput | None,
+        root_prompt: str | None,
+        schema: Mapping[str, Any] | None,
+    ) -> RLMChatCompletion:
+        return await self.acompletion(context, root_prompt, schema=schema)
 
     async def acompletion(
-        self, context: ContextInput, root_prompt: str | None = None
+        self,
+        context: ContextInput | None = None,
+        root_prompt: str | None = None,
+        *,
+        schema: Mapping[str, Any] | None = None,
     ) -> RLMChatCompletion:
-        """Run the loop. Cancelling it stops the loop, closes the sandbox and pending sub-calls."""
+        """Run the loop. Cancelling it stops the loop, closes the sandbox and pending sub-calls.
+
+        `schema` (a JSON Schema): the answer must validate; it comes back parsed as
+        `answer_json`, and a model that answers in another shape is asked again. On a persistent
+        RLM, `context=None` keeps the previous turn's context.
+        """
+        checked = None if schema is None else check_schema(schema)
+        conv = self.conversation
+        if conv is None:
+            if context is None:
+                raise ConfigError("context is required (only a persistent RLM can reuse one)")
+            return await self._run(context, root_prompt, checked, None)
+        async with conv.lock:
+            context = conv.context if context is None else context
+            if context is None:
+                raise ConfigError("the first completion of a persistent RLM needs a context")
+            result = await self._run(context, root_prompt, checked, conv)
+            conv.context = context
+            conv.record(root_prompt, result.response, str(result.stop_reason))
+            return result
+
+    async def _run(
+        self,
+        context: ContextInput,
+        root_prompt: str | None,
+        schema: dict[str, Any] | None,
+        conv: Conversation | None,
+    ) -> RLMChatCompletion:
         tracker = UsageTracker()
         budget = Budget(
             tracker, max_tokens=self.max_tokens, max_cost=self.max_cost, max_time=self.max_time
         )
         return await run_loop(
-            self._loop_config(tracker, budget),
+            self._loop_config(tracker, budget, schema, conv),
             context,
             root_prompt,
             depth=0,
@@ -194,6 +293,35 @@ class RLM:
             path=("root",),
             log_dir=self.log_dir,
         )
+
+    async def aclose(self) -> None:
+        """Close a persistent RLM's REPL (a no-op otherwise); the RLM can start a new one."""
+        if self.conversation is not None:
+            await self.conversation.aclose()
+
+    def close(self) -> None:
+        """Blocking form of `aclose`; also ends the event loop a persistent RLM ran on."""
+        portal, cm = self._portal, self._portal_cm
+        self._portal = self._portal_cm = None
+        if portal is not None and cm is not None:
+            try:
+                portal.call(self.aclose)
+            finally:
+                cm.__exit__(None, None, None)
+        elif self.conversation is not None:
+            anyio.run(self.aclose)
+
+    def __enter__(self) -> RLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RLM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     # -- the loop's configuration -------------------------------------------------------------
 
@@ -204,7 +332,13 @@ class RLM:
             found.setdefault(other.model, other)
         return found
 
-    def _loop_config(self, tracker: UsageTracker, budget: Budget) -> LoopConfig:
+    def _loop_config(
+        self,
+        tracker: UsageTracker,
+        budget: Budget,
+        schema: dict[str, Any] | None = None,
+        conv: Conversation | None = None,
+    ) -> LoopConfig:
         """What every run of this call tree shares; a child run is the same loop one level down."""
         cfg: LoopConfig
 
@@ -227,6 +361,16 @@ class RLM:
             emit=self._on_event,
             sandbox=self.sandbox_factory or self._own_sandbox,
             child=child,
+            tools=self.tools or None,
+            max_errors=self.max_errors,
+            compaction_chars=self.compaction_threshold,
+            schema=schema,
+            recap="" if conv is None else conv.recap(),
+            root_sandbox=(
+                None
+                if conv is None
+                else conv.root_sandbox(self.sandbox_factory or self._own_sandbox)
+            ),
         )
         return cfg
 

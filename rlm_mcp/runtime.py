@@ -331,8 +331,10 @@ class Runtime:
         on_event: Callable[[RLMEvent], Any] | None = None,
         verbose: bool = False,
         sandbox_factory: SandboxFactory | None = None,
+        **features: Any,
     ) -> RLM:
-        """An RLM whose sandbox runs under this runtime's limits."""
+        """An RLM whose sandbox runs under this runtime's limits; `features` are passed on
+        (tools, max_errors, compaction, persistent)."""
         from rlm_mcp.rlm import RLM
         from rlm_mcp.subcalls import DEFAULT_MAX_SUBCALL_CHARS
 
@@ -351,6 +353,7 @@ class Runtime:
             sandbox_limits=self.sandbox_limits,
             sandbox_factory=sandbox_factory,
             max_subcall_chars=min(s.max_prompt_chars, DEFAULT_MAX_SUBCALL_CHARS),
+            **features,
         )
 
     async def aclose(self) -> None:

@@ -115,6 +115,9 @@ def test_every_public_python_name_and_rlm_argument_is_in_the_api_reference() -> 
     assert not [name for name in rlm_mcp.__all__ if f"`{name}" not in text]
     params = [p for p in inspect.signature(RLM.__init__).parameters if p != "self"]
     assert not [p for p in params if f"`{p}" not in text]
+    for method in (RLM.completion, RLM.acompletion):
+        args = [p for p in inspect.signature(method).parameters if p != "self"]
+        assert not [p for p in args if f"`{p}" not in section(text, "`RLM(...)`")]
     fields = [f.name for f in dataclasses.fields(RLMChatCompletion)]
     assert not [f for f in fields if f"`{f}`" not in text]
     methods = [m for m in vars(ContextStore) if not m.startswith("_")]

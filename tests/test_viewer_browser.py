@@ -149,3 +149,48 @@ def test_clipped_texts_show_a_note_and_old_trajectories_render(tmp_path: Path) -
         assert _count(browser, ".subbody") == 1
         browser.drain_events()
         assert browser.console_errors == []
+
+
+@pytest.mark.anyio
+async def test_tool_calls_rlm_query_children_and_compaction_render(tmp_path: Path) -> None:
+    def lookup(key: str) -> str:
+        """A value by key."""
+        if key == "bad":
+            raise KeyError(key)
+        return key.upper()
+
+    turns = 0
+
+    def root(messages: list[Message]) -> str:
+        nonlocal turns
+        if "replaced by your own summary" in messages[-1].content:
+            return "Summary: v holds ABC."
+        turns += 1
+        if turns == 1:
+            return repl(
+                "v = lookup('abc')\ntry:\n    lookup('bad')\nexcept Exception as e:\n    print(e)\n"
+                "c = rlm_query('child prompt TAG=wxyz')"
+            )
+        if turns < 6:
+            return repl("print('y' * 2000)")
+        return "FINAL(done)"
+
+    with anyio.fail_after(120):
+        r = await RLM(
+            lm=ScriptedLM(root),
+            sub_lm=ScriptedLM(_sub),
+            tools={"lookup": lookup},
+            compaction_threshold=5_000,
+            log_dir=tmp_path,
+        ).acompletion("text", "q")
+    assert r.response == "done" and r.trajectory_path is not None
+    page = write_html(r.trajectory_path)
+    with HeadlessChromium(timeout=60) as browser:
+        browser.open(page.as_uri())
+        assert browser.evaluate("document.body.dataset.rendered") == "1"
+        assert _count(browser, "div.tool") == 2 and _count(browser, "div.tool .badge.error") == 1
+        assert "ABC" in browser.evaluate("document.querySelector('div.tool pre').textContent")
+        assert _count(browser, "div.compaction") >= 1
+        assert _count(browser, "details.sub.child") == 1
+        browser.drain_events()
+        assert browser.console_errors == []

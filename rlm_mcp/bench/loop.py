@@ -3,6 +3,10 @@
 Per-iteration time is the iteration's wall time with an instant LM, so it is the loop's own work
 (prompting, parsing, feeding back, recording) plus one sandbox call; the baseline is the same
 sandbox call made directly on a warm session over the same context, measured in the same run.
+
+Compaction rows: a scripted root whose window is 60K characters (it fails like a provider does
+past it) works 30 turns that each print 4K characters, with compaction on (threshold 40K) and
+off; they report the root's input tokens and whether the run finished.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -65,6 +70,87 @@ async def _bare(path: Path) -> float:
     return statistics.median(times)
 
 
+WINDOW_CHARS = 60_000
+COMPACTION_TURNS = 30
+
+
+class _WindowedRoot:
+    """A scripted root with a context window: past it, it fails as a provider would."""
+
+    model = "windowed-root"
+    backend = "bench"
+
+    def __init__(self) -> None:
+        self.turns = 0
+
+    async def complete(self, messages: Sequence[Any], **_: Any) -> Any:
+        from rlm_mcp.errors import ProviderError
+        from rlm_mcp.lm.base import Completion, Usage
+        from rlm_mcp.lm.retry import estimate_tokens
+
+        chars = sum(len(m.content) for m in messages)
+        if chars > WINDOW_CHARS:
+            raise ProviderError(
+                f"context length exceeded: {chars:,} chars", provider="bench", model=self.model
+            )
+        if "replaced by your own summary" in messages[-1].content:
+            text = f"Summary: {self.turns} turns done; `total` holds the running count."
+        else:
+            self.turns += 1
+            text = (
+                "FINAL_VAR(total)"
+                if self.turns > COMPACTION_TURNS
+                else "```repl\ntry:\n    total += 1\nexcept NameError:\n    total = 1\n"
+                "print('x' * 4000)\n```"
+            )
+        usage = Usage(self.model, sum(estimate_tokens(m.content) for m in messages), 20)
+        return Completion(text, usage)
+
+
+async def _compaction(on: bool) -> tuple[int, bool, int]:
+    """(root input tokens, finished, iterations) of one windowed run."""
+    from rlm_mcp.errors import ProviderError
+    from rlm_mcp.rlm import RLM
+
+    tokens: list[int] = []
+
+    async def count(event: Any) -> None:
+        if event.kind == "iteration_finished":
+            tokens.append(int(event.data.get("input_tokens", 0)))
+
+    rlm = RLM(
+        lm=_WindowedRoot(),
+        max_iterations=COMPACTION_TURNS + 5,
+        compaction=on,
+        compaction_threshold=40_000,
+        on_event=count,
+    )
+    try:
+        result = await rlm.acompletion("small context", "count the turns")
+    except ProviderError:
+        return sum(tokens), False, len(tokens)
+    return result.usage.total_input_tokens, result.stop_reason == "final", result.iterations
+
+
+def _compaction_rows() -> list[BenchRow]:
+    rows = []
+    for on in (True, False):
+        tokens, finished, iterations = anyio.run(_compaction, on)
+        state = "finished" if finished else "failed: root window exceeded"
+        rows.append(
+            BenchRow(
+                "loop",
+                f"compaction {'on' if on else 'off'}, {COMPACTION_TURNS} turns x 4K chars, 60K "
+                f"root window: {state} after {iterations} iterations (root input tokens)",
+                tokens,
+                "tokens",
+                target="finishes" if on else "",
+                passed=finished if on else None,
+            )
+        )
+    return rows
+
+
 def measure(*, quick: bool = False, chars: int | None = None) -> list[BenchRow]:
     """Run the loop benchmark (quick = 10M chars) and return its rows."""
     chars = chars if chars is not None else (10_000_000 if quick else 100_000_000)
@@ -97,6 +183,7 @@ def measure(*, quick: bool = False, chars: int | None = None) -> list[BenchRow]:
             passed=overhead * 1000 <= 10,
         ),
         BenchRow("loop", f"whole run, {ITERATIONS} iterations, incl. start + {label}", total, "s"),
+        *_compaction_rows(),
     ]
 
 

@@ -104,6 +104,16 @@ class CompleteResult(BaseModel):
     )
     iterations: int
     stop_reason: str
+    partial: bool = _quiet(
+        False, description="no final answer was reached: `answer` is the best partial one"
+    )
+    answer_json: Any = Field(
+        None,
+        exclude_if=lambda v: v is None,  # 0, false and [] are answers
+        description="the answer parsed and validated by answer_schema",
+    )
+    run_id: str = Field(description="send back with a follow-up query to continue this run")
+    notes: list[str] = _quiet([], description="how the run ended, and what was left out")
     usage: dict[str, Any]
     trajectory: OptStr = _quiet(description="trajectory JSONL path on the server")
     trajectory_resource: OptStr = _quiet(

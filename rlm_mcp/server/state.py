@@ -28,6 +28,7 @@ from rlm_mcp.errors import (
 )
 from rlm_mcp.runtime import LMFactory, Runtime
 from rlm_mcp.server.identity import Caller, SessionKey, SessionRegistry, caller_of
+from rlm_mcp.server.runs import RunRegistry
 
 if TYPE_CHECKING:
     from rlm_mcp.store import ContextInfo, ContextStore
@@ -53,9 +54,11 @@ class AppState:
 
     runtime: Runtime
     sessions: SessionRegistry = field(init=False)
+    runs: RunRegistry = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = SessionRegistry(self.runtime.settings.session_idle_seconds)
+        self.runs = RunRegistry(self.runtime.settings.session_idle_seconds)
 
     @property
     def settings(self) -> Any:
@@ -127,6 +130,21 @@ class AppState:
                     await pool.close(key)
 
         return leased
+
+    def run_root(self, caller: Caller, run_id: str) -> Any:
+        """The root sandbox of a continuable run: a pool session keyed by its run_id, leased for
+        each turn and left in the pool between turns (its idle expiry closes it)."""
+        pool = self.runtime.pool()
+        key = SessionKey("run", caller.tenant, run_id, "root")
+
+        @asynccontextmanager
+        async def kept(spec: Any, sub_calls: Any) -> AsyncIterator[Any]:
+            async with pool.lease(
+                key, owner=caller.owner, context=spec, sub_calls=sub_calls, run_slot=False
+            ) as session:
+                yield session
+
+        return kept
 
     def trajectory_dir(self, caller: Caller) -> Path:
         """Where the caller's runs are written and listed: each tenant has its own folder."""

@@ -25,7 +25,9 @@ from mcp.types import (
 )
 from pydantic import BaseModel, Field
 
-from rlm_mcp.errors import ArgumentError, MissingAPIKeyError, UnreadablePathError
+from rlm_mcp.answers import check_schema
+from rlm_mcp.conversation import Conversation
+from rlm_mcp.errors import ArgumentError, ConfigError, MissingAPIKeyError, UnreadablePathError
 from rlm_mcp.server.budget import cap, cap_list, spill
 from rlm_mcp.server.models import (
     CompleteResult,
@@ -124,7 +126,12 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
             "Sends progress per iteration and sub-call; returns the answer, usage/cost and the "
             f"trajectory's resource URI. Server ceilings: max_iterations {s.limit_iterations}, "
             f"max_depth {s.limit_depth}, max_time {s.limit_time:g}s, max_tokens "
-            f"{s.limit_tokens:,}, max_cost {cost}; lower values are fine, higher are refused."
+            f"{s.limit_tokens:,}, max_cost {cost}; lower values are fine, higher are refused. "
+            "Returns run_id: send it back with a follow-up query (handle/text optional) to "
+            "continue in the same REPL with its variables and a recap of earlier turns; it "
+            f"works only for this client and expires after {s.session_idle_seconds:.0f}s unused. "
+            "answer_schema (a JSON Schema) makes the answer come back validated as answer_json. "
+            "partial=true means no final answer was reached (see stop_reason and notes)."
         ),
         annotations=ToolAnnotations(
             read_only_hint=True, idempotent_hint=False, open_world_hint=True
@@ -142,13 +149,32 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
         max_tokens: Positive | None = None,
         model: str | None = None,
         sub_model: str | None = None,
+        run_id: str | None = None,
+        answer_schema: dict[str, Any] | None = None,
+        max_errors: Positive | None = None,
     ) -> Annotated[CallToolResult, CompleteResult]:
         with tool_errors("rlm_complete"):
-            if (handle is None) == (text is None):
-                raise ArgumentError("give exactly one of handle or text")
+            if handle is not None and text is not None:
+                raise ArgumentError("give one of handle or text, not both")
+            if run_id is None and handle is None and text is None:
+                raise ArgumentError(
+                    "give handle or text (or run_id to continue an earlier run over its context)"
+                )
             if not query.strip():
                 raise ArgumentError("query is empty: send the question to answer")
+            schema = None
+            if answer_schema is not None:
+                try:
+                    schema = check_schema(answer_schema)
+                except ConfigError as exc:
+                    raise ArgumentError(f"answer_schema: {exc}") from None
             caller = state.caller(ctx)
+            if run_id is not None:
+                conversation = state.runs.get(caller.tenant, run_id).conversation
+            else:
+                run_id, conversation = state.runs.mint(
+                    caller.tenant, lambda rid: Conversation(state.run_root(caller, rid))
+                )
             run = dict(
                 max_iterations=_ceiling(
                     "max_iterations",
@@ -165,6 +191,7 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
                 max_tokens=_ceiling(
                     "max_tokens", max_tokens, None, s.limit_tokens, "RLM_MCP_LIMIT_TOKENS"
                 ),
+                max_errors=max_errors,
             )
             context: Any = text
             store, info = None, None
@@ -186,16 +213,22 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
                 log_dir=state.trajectory_dir(caller),
                 on_event=on_event,
                 sandbox_factory=state.run_sandboxes(caller),
+                persistent=conversation,
                 **run,
             )
             async with state.pinned(store, None if info is None else info.handle):
-                result = await rlm.acompletion(context, root_prompt=query)
+                result = await rlm.acompletion(context, root_prompt=query, schema=schema)
             answer, stored = await spill(
                 state.store_for(caller),
                 str(result.response),
                 s.max_result_chars // 2,
                 "answer",
             )
+            notes = [cap(n, 500) for n in result.notes[:20]]
+            answer_json = result.answer_json
+            if stored is not None and answer_json is not None:
+                answer_json = None  # as large as the answer: read it from answer_context
+                notes.append("answer_json left out (too large for a result); see answer_context")
         path = result.trajectory_path
         links = [] if stored is None else [context_link(stored, len(str(result.response)))]
         if path is not None:
@@ -214,6 +247,10 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
                 answer_context=stored,
                 iterations=result.iterations,
                 stop_reason=str(result.stop_reason),
+                partial=result.partial,
+                answer_json=answer_json,
+                run_id=run_id,
+                notes=notes,
                 usage=result.usage.to_dict(),
                 trajectory=None if path is None else str(path),
                 trajectory_resource=None if path is None else f"rlm://trajectories/{path.stem}",

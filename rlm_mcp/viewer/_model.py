@@ -90,6 +90,30 @@ def _block(rec: Mapping[str, Any]) -> dict[str, Any]:
             (_sub_call(s) for s in rec.get("sub_calls") or [] if isinstance(s, Mapping)),
             key=lambda s: int(s["i"]),
         ),
+        "tools": [_tool_call(t) for t in rec.get("tool_calls") or [] if isinstance(t, Mapping)],
+    }
+
+
+def _tool_call(rec: Mapping[str, Any]) -> dict[str, Any]:
+    error = rec.get("error")
+    return {
+        "n": clip(rec.get("name", "")),
+        "ok": bool(rec.get("ok", False)),
+        "s": _num(rec.get("duration_s")),
+        "a": clip(rec.get("arguments_preview", "")),
+        "r": clip(rec.get("result_preview", "")),
+        "e": None if error is None else clip(error),
+    }
+
+
+def _compaction(rec: Any) -> dict[str, Any] | None:
+    if not isinstance(rec, Mapping):
+        return None
+    return {
+        "before": int(_num(rec.get("chars_before"))),
+        "after": int(_num(rec.get("chars_after"))),
+        "n": int(_num(rec.get("messages_summarized"))),
+        "sum": clip(rec.get("summary_preview", "")),
     }
 
 
@@ -105,6 +129,7 @@ def _iteration(rec: Mapping[str, Any]) -> dict[str, Any]:
         "pc": int(_num(rec.get("prompt_chars"))),
         "fin": None if final is None else clip(final),
         "b": [_block(b) for b in rec.get("code_blocks") or [] if isinstance(b, Mapping)],
+        "cmp": _compaction(rec.get("compaction")),
     }
 
 

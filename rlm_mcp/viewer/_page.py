@@ -130,8 +130,8 @@ JS = r"""
   var KW = "and|as|assert|async|await|break|class|continue|def|del|elif|else|except|finally|" +
     "for|from|global|if|import|in|is|lambda|nonlocal|not|or|pass|raise|return|try|while|" +
     "with|yield|None|True|False";
-  var BI = "print|len|range|llm_query|llm_query_batched|FINAL|FINAL_VAR|SHOW_VARS|context|str|" +
-    "int|float|list|dict|set|tuple|sorted|enumerate|zip|min|max|sum|any|all|isinstance|re|json";
+  var BI = "print|len|range|llm_query|llm_query_batched|rlm_query|rlm_query_batched|FINAL|" +
+    "FINAL_VAR|SHOW_VARS|context|str|int|float|list|dict|set|tuple|sorted|enumerate|zip|min|max|sum|any|all|isinstance|re|json";
   var PY = new RegExp("(#[^\\n]*)|(\"\"\"[\\s\\S]*?(?:\"\"\"|$)|'''[\\s\\S]*?(?:'''|$)|" +
     "[rbfuRBFU]{0,2}\"(?:\\\\.|[^\"\\\\\\n])*\"?|[rbfuRBFU]{0,2}'(?:\\\\.|[^'\\\\\\n])*'?)|" +
     "\\b(\\d+(?:\\.\\d+)?(?:[eE][+-]?\\d+)?)\\b|\\b(" + KW + ")\\b|\\b(" + BI + ")\\b", "g");
@@ -287,6 +287,13 @@ JS = r"""
     if (b.tr) box.appendChild(el("div", "clip", "[output truncated by the sandbox]"));
     if (b.err !== null) pre("err", b.err, box);
     if (b.sub.length) box.appendChild(subList(b.sub, depth));
+    (b.tools || []).forEach(function (t) {
+      var line = el("div", "tool");
+      line.appendChild(el("span", "badge " + (t.ok ? "ok" : "error"), "tool " + txt(t.n)));
+      pre("tool-call", txt(t.a) + (t.ok ? " \u2192 " + txt(t.r) : " \u2192 " + txt(t.e)) +
+        " (" + secs(t.s) + ")", line);
+      box.appendChild(line);
+    });
     return box;
   }
 
@@ -300,6 +307,13 @@ JS = r"""
       " block(s)" + (subs ? " \u00b7 " + subs + " sub-call(s)" : "")));
     if (it.fin !== null) h.appendChild(el("span", "badge final", "FINAL"));
     sec.appendChild(h);
+    if (it.cmp) {
+      var c = el("div", "compaction");
+      c.appendChild(el("b", null, "Compacted: " + num(it.cmp.n) + " earlier message(s), " +
+        num(it.cmp.before) + " \u2192 " + num(it.cmp.after) + " chars. Summary: "));
+      pre("summary", it.cmp.sum, c);
+      sec.appendChild(c);
+    }
     if (txt(it.why)) {
       var why = el("div", "why");
       pre("reasoning", it.why, why);
