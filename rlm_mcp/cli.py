@@ -498,6 +498,7 @@ def _cmd_complete(args: argparse.Namespace, runtime: Runtime) -> int:
     import anyio
 
     context = _complete_context(args.context, runtime)
+    schema = _schema_file(args.schema) if args.schema else None
     lm, sub_lm = runtime.lms(
         args.model,
         args.sub_model,
@@ -515,17 +516,23 @@ def _cmd_complete(args: argparse.Namespace, runtime: Runtime) -> int:
         max_tokens=args.max_tokens,
         log_dir=Path(args.log_dir).absolute() if args.log_dir else None,
         verbose=args.verbose,
+        max_errors=args.max_errors,
     )
 
     async def run() -> Any:
         try:
-            return await rlm.acompletion(context, args.query)
+            return await rlm.acompletion(context, args.query, schema=schema)
         finally:
             # SDK connection pools belong to this event loop: close them before it ends.
             await runtime.aclose()
 
     result = anyio.run(run)
-    print(result.response)
+    if schema is not None and result.answer_json is not None:
+        import json
+
+        print(json.dumps(result.answer_json, ensure_ascii=False, indent=2))
+    else:
+        print(result.response)
     u = result.usage
     print(
         f"[{result.stop_reason}] {result.iterations} iterations, {u.total_calls} calls, "
@@ -537,7 +544,28 @@ def _cmd_complete(args: argparse.Namespace, runtime: Runtime) -> int:
         print(f"note: {note}", file=sys.stderr)
     if result.trajectory_path is not None:
         print(f"trajectory: {result.trajectory_path}", file=sys.stderr)
+    if schema is not None and result.answer_json is None:
+        print("rlm-mcp: the answer does not match --schema (printed as text)", file=sys.stderr)
+        return EXIT_FAILED
     return 0
+
+
+def _schema_file(path: str) -> dict[str, Any]:
+    """A JSON Schema read from a file, checked before any model call."""
+    import json
+    from pathlib import Path
+
+    from rlm_mcp.answers import check_schema
+    from rlm_mcp.errors import ConfigError
+
+    try:
+        raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"--schema {path}: not a readable JSON file ({exc})") from None
+    try:
+        return check_schema(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"--schema {path}: {exc}") from None
 
 
 def _add_complete_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -557,6 +585,19 @@ def _add_complete_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--max-cost", type=_positive(float), default=None, help="cost budget (USD)")
     p.add_argument(
         "--max-time", type=_positive(float), default=None, help="wall-time budget (seconds)"
+    )
+    p.add_argument(
+        "--max-errors",
+        type=_positive(int),
+        default=None,
+        help="stop after this many iterations in a row whose code failed",
+    )
+    p.add_argument(
+        "--schema",
+        default=None,
+        metavar="FILE",
+        help="a JSON Schema file: the answer must validate; printed as JSON (exit 1 if it never "
+        "does)",
     )
     p.add_argument("--log-dir", default=None, help="write the trajectory JSONL here")
     p.add_argument("--verbose", action="store_true", help="live view of the run on stderr")

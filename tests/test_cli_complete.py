@@ -99,3 +99,51 @@ def test_complete_in_process_prints_answer_and_usage(
         )
     out = capsys.readouterr()
     assert code == 0 and out.out.strip() == "teal" and "[final] 1 iterations" in out.err
+
+
+def _complete_with_schema(
+    tmp_path: Path, replies: list[str], schema: object, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    from rlm_mcp.cli import main
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("Oslo, founded 1624\n")
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(schema))
+    monkeypatch.setenv("OPENAI_API_KEY", "dummy")
+    with FakeProvider(replies) as fake:
+        return main(
+            [
+                "complete", "--context", str(doc), "--query", "q", "--backend", "openai",
+                "--model", "m", "--base-url", fake.openai_base_url, "--schema", str(schema_file),
+                "--max-iterations", "1",
+            ]
+        )  # fmt: skip
+
+
+SCHEMA = {"type": "object", "properties": {"year": {"type": "integer"}}, "required": ["year"]}
+
+
+def test_complete_with_a_schema_prints_the_validated_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _complete_with_schema(tmp_path, ['FINAL({"year": 1624})'], SCHEMA, monkeypatch)
+    out = capsys.readouterr()
+    assert code == 0 and json.loads(out.out) == {"year": 1624}
+
+
+def test_complete_whose_answer_never_fits_the_schema_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _complete_with_schema(tmp_path, ["FINAL(1624)"] * 3, SCHEMA, monkeypatch)
+    out = capsys.readouterr()
+    assert code == 1 and out.out.strip() == "1624"
+    assert "[invalid_answer]" in out.err and "does not match --schema" in out.err
+
+
+def test_complete_with_a_bad_schema_file_exits_2_before_any_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _complete_with_schema(tmp_path, [], {"type": 5}, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2 and "--schema" in err and "not a valid JSON Schema" in err
