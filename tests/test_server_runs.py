@@ -179,3 +179,22 @@ async def test_a_partial_answer_says_so_through_the_protocol(tmp_path: Path) -> 
             got = res.structured_content
     assert got["answer"] == "about 40" and got["partial"] is True
     assert got["stop_reason"] == "max_errors" and got["iterations"] == 2
+
+
+async def test_finished_runs_kept_for_follow_ups_never_lock_other_work_out(
+    tmp_path: Path,
+) -> None:
+    root = ScriptedLM(lambda messages: "FINAL(ok)")
+    server = _server(tmp_path, root, max_sessions=2, session_wait_seconds=0.5)
+    with anyio.fail_after(120):
+        async with Client(server) as client:
+            ids = []
+            for _ in range(4):  # each leaves its REPL for a follow-up, as a spare
+                res = await client.call_tool("rlm_complete", {"query": "q", "text": "t"})
+                assert not res.is_error, res.content
+                ids.append(res.structured_content["run_id"])
+            repl_call = await client.call_tool("run_repl", {"code": "print(1)"})
+            assert not repl_call.is_error and repl_call.structured_content["output"] == "1\n"
+            # a follow-up of a run whose REPL made room still answers, in a fresh REPL
+            again = await client.call_tool("rlm_complete", {"query": "q2", "run_id": ids[0]})
+            assert not again.is_error and again.structured_content["answer"] == "ok"

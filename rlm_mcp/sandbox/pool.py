@@ -66,6 +66,9 @@ class SessionPool:
         self._owners: dict[Hashable, Hashable] = {}
         self._leases: dict[Hashable, int] = {}
         self._running: dict[Hashable, anyio.Semaphore] = {}
+        #: Sessions kept only while there is room (a finished rlm_complete run's REPL, for a
+        #: follow-up): closed first, and without the grace period, when room is needed.
+        self._spare: set[Hashable] = set()
         self._freed = anyio.Event()
         self._closed_why: OrderedDict[Hashable, str] = OrderedDict()
 
@@ -92,6 +95,7 @@ class SessionPool:
         context: ContextSpec | None = None,
         sub_calls: SubCallHandler | None = None,
         run_slot: bool = True,
+        spare: bool = False,
     ) -> AsyncIterator[SandboxSession]:
         """The session for `key`, held for the block: the pool will not close it meanwhile.
 
@@ -99,10 +103,14 @@ class SessionPool:
         owner's concurrent calls queue behind each other instead of taking every core.
         `run_slot=False` is for sessions held across model calls (an rlm_complete run and its
         children), which would otherwise hold a slot while waiting, or wait for their own parent.
+        `spare=True`: once released, the session is the first to go when room is needed, grace
+        period or not.
         """
         self._leases[key] = self._leases.get(key, 0) + 1
         try:
             session = await self._get(key, owner=owner, context=context, sub_calls=sub_calls)
+            if spare:
+                self._spare.add(key)
             if self.owner_max_running is None or not run_slot:
                 yield session
             else:
@@ -176,17 +184,22 @@ class SessionPool:
         return [
             k
             for k in self.owned_by(owner)
-            if not self._leases.get(k) and now - self._sessions[k].last_used >= self.grace_seconds
+            if not self._leases.get(k)
+            and (k in self._spare or now - self._sessions[k].last_used >= self.grace_seconds)
         ]
 
     def _next_evictable_in(self, owner: Hashable, now: float) -> float:
         """Seconds until one of `owner`'s idle sessions passes its grace period (inf if none)."""
         waits = [
-            self.grace_seconds - (now - self._sessions[k].last_used)
+            0.0 if k in self._spare else self.grace_seconds - (now - self._sessions[k].last_used)
             for k in self.owned_by(owner)
             if not self._leases.get(k)
         ]
         return max(0.0, min(waits)) if waits else math.inf
+
+    def _eviction_order(self, key: Hashable) -> tuple[bool, float]:
+        """Spares first, then the least recently used."""
+        return key not in self._spare, self._sessions[key].last_used
 
     async def _make_room(self, owner: Hashable) -> None:
         deadline = time.monotonic() + self.wait_seconds
@@ -194,12 +207,17 @@ class SessionPool:
             now = time.monotonic()
             idle = self._evictable(owner, now)
             if idle:
-                oldest = min(idle, key=lambda k: self._sessions[k].last_used)
+                oldest = min(idle, key=self._eviction_order)
+                idle_for = (
+                    "a finished run's REPL is kept only while there is room"
+                    if oldest in self._spare
+                    else f"it had been idle over {self.grace_seconds:.0f}s"
+                )
                 await self.close(
                     oldest,
                     why=f"it was closed to make room for another session of the same client "
-                    f"(it had been idle over {self.grace_seconds:.0f}s; at most "
-                    f"{self.max_sessions} live sessions: RLM_MCP_MAX_SESSIONS)",
+                    f"({idle_for}; at most {self.max_sessions} live sessions: "
+                    "RLM_MCP_MAX_SESSIONS)",
                 )
                 continue
             left = deadline - now
@@ -226,6 +244,7 @@ class SessionPool:
         """Close `key`'s session; with `why`, its next call is told the reason."""
         session = self._sessions.pop(key, None)
         self._owners.pop(key, None)
+        self._spare.discard(key)
         if session is not None:
             if why is not None:
                 self._closed_why[key] = why

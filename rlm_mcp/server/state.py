@@ -133,14 +133,20 @@ class AppState:
 
     def run_root(self, caller: Caller, run_id: str) -> Any:
         """The root sandbox of a continuable run: a pool session keyed by its run_id, leased for
-        each turn and left in the pool between turns (its idle expiry closes it)."""
+        each turn and left in the pool between turns as a spare (the first closed when another
+        session needs room, so finished runs never lock anyone out; idle expiry closes it too)."""
         pool = self.runtime.pool()
         key = SessionKey("run", caller.tenant, run_id, "root")
 
         @asynccontextmanager
         async def kept(spec: Any, sub_calls: Any) -> AsyncIterator[Any]:
             async with pool.lease(
-                key, owner=caller.owner, context=spec, sub_calls=sub_calls, run_slot=False
+                key,
+                owner=caller.owner,
+                context=spec,
+                sub_calls=sub_calls,
+                run_slot=False,
+                spare=True,
             ) as session:
                 yield session
 

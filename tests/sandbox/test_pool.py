@@ -49,6 +49,30 @@ async def test_a_session_idle_past_its_grace_makes_room_for_its_owners_next_one(
         await pool.aclose()
 
 
+async def test_a_spare_session_makes_room_at_once_and_its_next_user_is_told() -> None:
+    """A finished rlm_complete run's REPL (a spare) never makes anyone wait for its grace."""
+    pool = SessionPool(
+        limits=LIMITS, max_sessions=1, idle_seconds=3600, grace_seconds=600, wait_seconds=0.2
+    )
+    try:
+        with anyio.fail_after(60):
+            async with pool.lease("run", spare=True) as run:
+                await run.execute("v = 1")
+            async with pool.lease("newcomer") as new:  # no SessionBusyError: the spare goes
+                assert (await new.execute("print(2)")).output == "2\n"
+            assert "run" not in pool
+        with anyio.fail_after(60):
+            with pytest.raises(SessionBusyError):  # the newcomer is warm: it stays
+                async with pool.lease("run", spare=True):
+                    pass
+            await pool.close("newcomer")
+            async with pool.lease("run", spare=True) as again:
+                r = await again.execute("print(1)")
+            assert r.reset and "kept only while there is room" in " ".join(r.notes)
+    finally:
+        await pool.aclose()
+
+
 async def test_one_owner_never_evicts_another_owners_session() -> None:
     pool = SessionPool(
         limits=LIMITS,
