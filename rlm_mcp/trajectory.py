@@ -25,7 +25,9 @@ class TrajectoryWriter:
         log_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self.path = log_dir / f"rlm_{stamp}_{uuid.uuid4().hex[:8]}.jsonl"
-        self._fh: TextIO | None = self.path.open("a", encoding="utf-8")
+        self._fh: TextIO | None = self.path.open(
+            "a", encoding="utf-8", errors="backslashreplace"
+        )  # a lone surrogate is written as its JSON escape, so the line stays valid JSON
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:

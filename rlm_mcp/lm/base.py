@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from rlm_mcp.text import clean_text
+
 __all__ = ["LM", "Completion", "Message", "Role", "Usage"]
 
 Role = Literal["system", "user", "assistant"]
@@ -41,6 +43,12 @@ class Completion:
     text: str
     usage: Usage
     finish_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        # A reply with a lone surrogate (an escape cut from its pair) would break every JSON
+        # result and trajectory line it reaches: every model's text is cleaned here, once.
+        if isinstance(self.text, str):
+            object.__setattr__(self, "text", clean_text(self.text))
 
 
 @runtime_checkable

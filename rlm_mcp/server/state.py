@@ -29,6 +29,7 @@ from rlm_mcp.errors import (
 from rlm_mcp.runtime import LMFactory, Runtime
 from rlm_mcp.server.identity import Caller, SessionKey, SessionRegistry, caller_of
 from rlm_mcp.server.runs import RunRegistry
+from rlm_mcp.text import clean_text
 
 if TYPE_CHECKING:
     from rlm_mcp.store import ContextInfo, ContextStore
@@ -44,7 +45,7 @@ _SPACE = re.compile(r"\s+")
 
 def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """`text` on one line, cut at `limit` characters with a marker."""
-    flat = _SPACE.sub(" ", text).strip()
+    flat = _SPACE.sub(" ", clean_text(text)).strip()
     return flat if len(flat) <= limit else flat[: limit - 12] + " [... cut]"
 
 
@@ -92,6 +93,11 @@ class AppState:
         if not ref or not ref.strip():
             raise ArgumentError(
                 "handle is empty: send a handle (ctx_...) or a name from list_contexts."
+            )
+        if clean_text(ref) != ref:
+            raise ArgumentError(
+                "handle holds an invalid character (a lone surrogate): send a handle (ctx_...) "
+                "or a name from list_contexts."
             )
         store = self.store_for(caller)
         info = await anyio.to_thread.run_sync(lambda: store.info(ref))

@@ -38,6 +38,7 @@ from rlm_mcp.server.models import (
 )
 from rlm_mcp.server.repl import register_run_repl
 from rlm_mcp.server.state import AppState, tool_errors
+from rlm_mcp.text import clean
 
 PREVIEW_CHARS = 300
 MAX_RANGE_CHARS = 100_000
@@ -79,7 +80,7 @@ def context_link(handle: str, chars: int | None = None) -> ResourceLink:
 
 def with_links(model: BaseModel, links: list[ResourceLink]) -> CallToolResult:
     """The result as structured content, its compact JSON as text, and resource links."""
-    data = model.model_dump(mode="json")
+    data = clean(model.model_dump(mode="json"))
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return CallToolResult(
         content=[TextContent(type="text", text=text), *links], structured_content=data
@@ -372,7 +373,8 @@ def register_context_tools(mcp: MCPServer, state: AppState) -> None:
             "are skipped and counted). Returns a handle (ctx_...) for run_repl/rlm_complete/"
             "llm_query, the size and a short preview. The same content gives the same handle. "
             "`name` is an alias usable instead of the handle; pointing an existing name at "
-            "other content needs replace=true."
+            "other content needs replace=true. Over HTTP one request carries at most 4 MiB: "
+            "send `path` for anything larger."
         ),
         annotations=ToolAnnotations(
             read_only_hint=False, idempotent_hint=True, open_world_hint=False

@@ -82,6 +82,7 @@ from rlm_mcp.store._paths import (
 from rlm_mcp.store._reads import Reads
 from rlm_mcp.store._upkeep import PIN_SECONDS, Upkeep
 from rlm_mcp.store.ref import StoredContext
+from rlm_mcp.text import clean_text
 
 __all__ = [
     "DOC_HEADER",
@@ -298,7 +299,7 @@ class ContextStore(Reads, Upkeep):
         lines = ing.newlines - before + (0 if ends_nl else 1)
         if trailing_newline and not ends_nl:
             ing.feed(b"\n")
-        return DocumentInfo(path=path, start=start, length=length, lines=lines)
+        return DocumentInfo(path=clean_text(path), start=start, length=length, lines=lines)
 
     def load_path(
         self,
@@ -370,13 +371,28 @@ class ContextStore(Reads, Upkeep):
             ing.discard()
 
     def _find(self, path: str | Path) -> tuple[Walk, bool, str]:
-        """(the files to read, whether it is one file, the source label) for a load_path."""
+        """(the files to read, whether it is one file, the source label) for a load_path; a
+        name that is not UTF-8 is shown with U+FFFD, never carried as a lone surrogate."""
         typed = str(path)
+        try:
+            walk, single, source = self._find_files(typed)
+        except OSError as exc:  # a name too long, a path through a file, ...
+            why = exc.strerror or type(exc).__name__
+            raise UnreadablePathError(f"Cannot load {clean_text(typed)!r}: {why}") from None
+        return walk, single, clean_text(source)
+
+    def _find_files(self, typed: str) -> tuple[Walk, bool, str]:
         if not typed.strip():
             raise UnreadablePathError(
                 "Empty path: give a file, a directory or a glob pattern (an absolute path)."
             )
-        p = Path(typed).expanduser()
+        try:
+            p = Path(typed).expanduser()
+        except RuntimeError:  # ~user that names nobody
+            raise UnreadablePathError(
+                f"Cannot load {clean_text(typed)!r}: {typed.split('/')[0]} names no user on "
+                "the server; send an absolute path."
+            ) from None
         roots = self.allowed_roots
         if globmod.has_magic(typed):
             return self._glob(typed, str(p)), False, typed
