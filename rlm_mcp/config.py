@@ -86,6 +86,18 @@ ENV_VARS: dict[str, str] = {
         "Folders load_context may read from, separated by ':' (';' on Windows); unset: any "
         "path the server's user can read (except /proc, /sys, /dev)."
     ),
+    "RLM_MCP_STORE": (
+        "s3://BUCKET/PREFIX: keep contexts in an S3-compatible bucket shared by several "
+        "replicas (RLM_MCP_HOME stays their local cache); needs rlm-mcp[cluster]."
+    ),
+    "RLM_MCP_RAY_ADDRESS": (
+        "Ray cluster address (ray://HOST:10001 or HOST:6379): run_repl sessions become Ray "
+        "actors that any replica finds; needs RLM_MCP_STORE and rlm-mcp[cluster]."
+    ),
+    "RLM_MCP_STATELESS": (
+        "1: no per-process session state (legacy HTTP clients too), for replicas behind a load "
+        "balancer; needs RLM_MCP_STORE and RLM_MCP_RAY_ADDRESS."
+    ),
     "RLM_MCP_BACKEND": (
         "Root-model backend: auto (default: a key that is set, else a logged-in agent CLI on PATH, "
         "else sampling), openai, anthropic, ollama, vllm, llamacpp, claude-code, codex, "
@@ -140,6 +152,11 @@ ENV_VARS: dict[str, str] = {
     "ANTHROPIC_BASE_URL": "Base URL for the anthropic backend.",
     "OPENROUTER_API_KEY": "Key for the openrouter preset.",
     "GEMINI_API_KEY": "Key for the gemini preset (OpenAI-compatible endpoint).",
+    "AWS_ENDPOINT_URL": "With RLM_MCP_STORE: the S3 endpoint (SeaweedFS, MinIO, R2, ...).",
+    "AWS_ACCESS_KEY_ID": "With RLM_MCP_STORE: the bucket's access key.",
+    "AWS_SECRET_ACCESS_KEY": "With RLM_MCP_STORE: the bucket's secret key.",
+    "AWS_SESSION_TOKEN": "With RLM_MCP_STORE: a temporary session token, if any.",
+    "AWS_REGION": "With RLM_MCP_STORE: the bucket's region (default us-east-1).",
 }
 
 
@@ -180,6 +197,9 @@ class Settings:
     max_age_days: float = DEFAULT_MAX_AGE_DAYS
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
     allowed_paths: str | None = None
+    store: str | None = None
+    ray_address: str | None = None
+    stateless: bool = False
     backend: str = DEFAULT_BACKEND
     model: str | None = None
     sub_backend: str | None = None

@@ -125,6 +125,7 @@ class Runtime:
         self._store = store
         self._owns_store = store is None
         self._pool: SessionPool | None = None
+        self._ray_pool: Any = None
         self._lms: dict[tuple[str | None, ...], tuple[Any, Any]] = {}
         self._tokens: dict[str, str] | None = None
         self._limit: ConcurrencyLimit | None = None
@@ -191,12 +192,25 @@ class Runtime:
         from rlm_mcp.store import probe_store_dir
 
         probe_store_dir(self.settings.store_dir)
+        s = self.settings
+        if s.stateless and not (s.store and s.ray_address):
+            raise ConfigError(
+                "--stateless (RLM_MCP_STATELESS) keeps no state in this process, so it needs "
+                "RLM_MCP_STORE (contexts in a shared bucket) and RLM_MCP_RAY_ADDRESS (sessions "
+                "on a Ray cluster); see docs/deployment.md."
+            )
+        if s.ray_address and not s.store:
+            raise ConfigError(
+                "RLM_MCP_RAY_ADDRESS needs RLM_MCP_STORE: sessions on other nodes read their "
+                "contexts from the shared bucket (see docs/deployment.md)."
+            )
 
     # -- parts ---------------------------------------------------------------------------------
 
     def store(self) -> ContextStore:
         if self._store is None:
             from rlm_mcp.store import ContextStore
+            from rlm_mcp.store.shared import s3_options
 
             s = self.settings
             self._store = ContextStore(
@@ -205,6 +219,8 @@ class Runtime:
                 max_age_days=s.max_age_days,
                 max_context_bytes=s.max_context_bytes,
                 allowed_roots=s.allowed_roots,
+                shared=s.store,
+                shared_options=s3_options(self.environ) if s.store else None,
             )
         return self._store
 
@@ -227,6 +243,27 @@ class Runtime:
                 owner_max_running=max(1, (os.cpu_count() or 1) // tenants) if shared else None,
             )
         return self._pool
+
+    def repl_pool(self) -> Any:
+        """Where run_repl sessions live: this process's pool, or the Ray cluster (any replica
+        finds a session there) when RLM_MCP_RAY_ADDRESS is set."""
+        s = self.settings
+        if not s.ray_address:
+            return self.pool()
+        if self._ray_pool is None:
+            from rlm_mcp.cluster import RayPool
+            from rlm_mcp.store.shared import s3_options
+
+            self._ray_pool = RayPool(
+                address=s.ray_address,
+                store=self.store(),
+                store_url=s.store or "",
+                store_options=s3_options(self.environ),
+                cache_dir=str(s.store_dir),
+                limits=self.sandbox_limits,
+                idle_seconds=s.session_idle_seconds,
+            )
+        return self._ray_pool
 
     @property
     def limit(self) -> ConcurrencyLimit:

@@ -57,7 +57,7 @@ from rlm_mcp.errors import (
     UnreadablePathError,
 )
 from rlm_mcp.store._ingest import INDEX_BYTES, Index, Ingester
-from rlm_mcp.store._names import is_handle_form, validate_name
+from rlm_mcp.store._names import is_handle_form, swap, validate_name
 from rlm_mcp.store._parts import (
     DOC_HEADER,
     FREE_SPACE_MARGIN,
@@ -145,6 +145,8 @@ class ContextStore(Reads, Upkeep):
         max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
         allowed_roots: Sequence[str | Path] | None = None,
         clock: Callable[[], float] = time.time,
+        shared: str | None = None,
+        shared_options: Mapping[str, str] | None = None,
     ) -> None:
         import sqlite3
 
@@ -180,6 +182,11 @@ class ContextStore(Reads, Upkeep):
                 f"The data folder {str(self.directory)!r} cannot be used: {exc}. Set "
                 "RLM_MCP_HOME (or --home) to a writable folder."
             ) from None
+        if shared:  # the bucket is the authority; the local cache keeps texts and indexes
+            from rlm_mcp.store.shared import SharedCache, open_bucket
+
+            bucket = open_bucket(shared, shared_options or {})
+            self._cache = SharedCache(bucket, self._cache, self._tmp)
 
     # -- lifecycle
     def close(self) -> None:
@@ -470,6 +477,7 @@ class ContextStore(Reads, Upkeep):
                 "encoding": "utf-8",
                 "replaced": ing.replaced,
                 "skipped": skipped if self._tenant is None else {},
+                "sha256": ing.sha.hexdigest(),
                 "created": now,
                 "last_used": now,
                 "owned": True,  # ownership is tracked from creation: the last owner frees it
@@ -483,7 +491,7 @@ class ContextStore(Reads, Upkeep):
             self._cache.set(f"meta:{handle}", meta)
         self._own(handle, name=name, source=source, skipped=skipped, now=now)
         if name is not None:
-            self._cache.set(self._name_key(name), handle)
+            self._claim_name(name, handle, replace)
         self._evict_after_load(handle)
         info = self.info(handle)
         return info.model_copy(update={"skipped": skipped})
@@ -499,6 +507,22 @@ class ContextStore(Reads, Upkeep):
         raise NameTakenError(
             f"The name {name!r} already names {taken.handle} ({taken.chars:,} chars); pass "
             "replace=True (replace: true) to point it at this content, or choose another name."
+        )
+
+    def _claim_name(self, name: str, handle: str, replace: bool) -> None:
+        """Point `name` at `handle` by compare-and-set: a name another load (in this process,
+        another one, or another replica) took meanwhile is never silently overwritten."""
+        key = self._name_key(name)
+        for _ in range(100):
+            current = self._cache.get(key)
+            if current == handle:
+                return
+            if isinstance(current, str):
+                self._check_name_free(name, handle, replace)
+            if swap(self._cache, key, current, handle):
+                return
+        raise NameTakenError(  # pragma: no cover - a hundred lost races in a row
+            f"The name {name!r} is being changed by other loads right now; try again."
         )
 
     # -- lookups
@@ -522,6 +546,17 @@ class ContextStore(Reads, Upkeep):
     def get(self, handle_or_name: str) -> StoredContext:
         """The stored context named or handled `handle_or_name`, to pass to `RLM.completion`."""
         return StoredContext(self, self._lookup(handle_or_name)[0])
+
+    # -- small shared records (a cluster's session states)
+    def put_record(self, key: tuple[str, ...], value: Any) -> None:
+        """Keep a small JSON value under `key`; with a shared store every replica sees it."""
+        self._cache.set(("rec", *key), value)
+
+    def get_record(self, key: tuple[str, ...]) -> Any:
+        return self._cache.get(("rec", *key))
+
+    def delete_record(self, key: tuple[str, ...]) -> None:
+        self._cache.delete(("rec", *key))
 
     def info(self, handle_or_name: str) -> ContextInfo:
         """Stats of a context; marks it used (written at most once a minute, reads stay cheap)."""

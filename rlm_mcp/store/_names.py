@@ -9,9 +9,11 @@ string is only ever a handle lookup, anything else only ever a name lookup.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rlm_mcp.errors import InvalidNameError
 
-__all__ = ["HANDLE_PREFIX", "MAX_NAME_CHARS", "is_handle_form", "validate_name"]
+__all__ = ["HANDLE_PREFIX", "MAX_NAME_CHARS", "is_handle_form", "swap", "validate_name"]
 
 HANDLE_PREFIX = "ctx_"
 MAX_NAME_CHARS = 128
@@ -51,3 +53,19 @@ def validate_name(name: str) -> str:
             "choose a name such as 'logs' or 'q3-contracts'."
         )
     return name
+
+
+def swap(cache: Any, key: Any, expected: Any, value: Any) -> bool:
+    """Set `key` to `value` if it holds `expected` (None: absent), atomically; False if not.
+
+    A shared store does it with a conditional write; a local diskcache inside one SQLite
+    transaction, which also holds across processes on the same store.
+    """
+    cas = getattr(cache, "compare_and_set", None)
+    if cas is not None:
+        return bool(cas(key, expected, value))
+    with cache.transact():
+        if cache.get(key) != expected:
+            return False
+        cache.set(key, value)
+        return True

@@ -252,7 +252,10 @@ class Upkeep:
                 if pending is None or now - float(pending) > ORPHAN_SECONDS:
                     self._cache.delete(key)
                     self._cache.delete(f"pending:{h}")
-        for f in self._tmp.glob("ingest-*"):
+        prune = getattr(self._cache, "prune_local", None)
+        if prune is not None:  # a shared store: local copies of what another replica removed
+            prune()
+        for f in [*self._tmp.glob("ingest-*"), *self._tmp.glob("download-*")]:
             try:
                 if now - f.stat().st_mtime > ORPHAN_SECONDS:
                     f.unlink()

@@ -1,0 +1,341 @@
+"""The store shared by several replicas: an S3-compatible bucket, with a local read-through cache.
+
+`ContextStore` talks to a small key-value surface (get, set, add, delete, iterkeys, `in`). Here
+that surface is an object store, so the store's logic (content addressing, tenants, names,
+eviction, publish-last visibility) is the same code on one machine and on many:
+
+- small mutable records (``meta``, names, ownership, pins, pending loads, the eviction lock) are
+  objects read from the bucket on every use: the bucket is the one authority, so a delete or an
+  eviction on one replica is seen by every other at its next lookup;
+- content-addressed values (``text`` and ``index``) are immutable: each replica keeps the copy it
+  uploaded or downloaded in its local diskcache, which can never go stale; a downloaded text is
+  checked against its SHA-256 before it is used, so a damaged or tampered object is refused;
+- a text is uploaded from its local file in parts (multipart), never held in memory, and its
+  metadata is written after it: a context is visible to other replicas only once whole;
+- names and locks use the object store's conditional writes (``If-None-Match: *`` to create,
+  ``If-Match: <etag>`` to change), so two replicas naming at once never lose a write silently.
+
+The client is obstore (Rust's object_store): measured against boto3 on SeaweedFS here, it
+imports in 7 ms instead of 183 ms, answers small GETs in about half the time and moves 100 MB
+as fast. It is an optional extra (``pip install 'rlm-mcp[cluster]'``); nothing imports it unless
+RLM_MCP_STORE names a bucket.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from rlm_mcp.errors import ConfigError, ContextNotFoundError
+
+__all__ = ["SharedCache", "open_bucket", "s3_options"]
+
+#: Keys whose values are content-addressed (never change once written): cached locally.
+_BLOB_KINDS = ("text", "index")
+#: Upload and download in parts of this size, this many at once.
+PART_BYTES = 16 * 1024 * 1024
+PART_CONCURRENCY = 4
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-]{1,120}")
+#: Environment variables an S3 client is configured from (read only by `s3_options`).
+S3_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+)
+
+
+def s3_options(environ: Mapping[str, str]) -> dict[str, str]:
+    """The S3 client settings found in `environ` (the standard AWS_* variables)."""
+    out: dict[str, str] = {}
+    for var in S3_ENV:
+        value = environ.get(var)
+        if value:
+            key = var.removeprefix("AWS_").lower()
+            out[key] = value
+    return out
+
+
+def open_bucket(url: str, options: Mapping[str, str]) -> Any:
+    """An obstore S3Store for ``s3://bucket/prefix`` (a one-line ConfigError if it can't be)."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ConfigError(
+            f"RLM_MCP_STORE={url!r} is not a bucket URL: use s3://BUCKET/PREFIX (with "
+            "AWS_ENDPOINT_URL for a store other than AWS S3)."
+        )
+    try:
+        from obstore.store import S3Store
+    except ImportError:
+        raise ConfigError(
+            "RLM_MCP_STORE names a bucket, which needs the cluster extra: pip install "
+            "'rlm-mcp[cluster]'."
+        ) from None
+    opts = dict(options)
+    endpoint = opts.pop("endpoint_url", None)
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        kwargs["endpoint"] = endpoint
+        kwargs["client_options"] = {"allow_http": endpoint.startswith("http://")}
+    keys = ("access_key_id", "secret_access_key", "session_token", "region")
+    config: dict[str, Any] = {k: opts[k] for k in keys if opts.get(k)}
+    config.setdefault("region", "us-east-1")
+    prefix = parts.path.strip("/") or None
+    try:
+        return S3Store(parts.netloc, prefix=prefix, config=config, **kwargs)  # type: ignore[arg-type]
+    except Exception as exc:  # obstore raises its own types for bad settings
+        raise ConfigError(f"RLM_MCP_STORE={url!r} cannot be used: {exc}") from None
+
+
+def _part(p: str) -> str:
+    """One key part as a path segment: readable when it is plain, else hex (reversible)."""
+    return "r" + p if _PLAIN.fullmatch(p) else "x" + p.encode("utf-8", "surrogatepass").hex()
+
+
+def _unpart(seg: str) -> str:
+    return seg[1:] if seg[0] == "r" else bytes.fromhex(seg[1:]).decode("utf-8", "surrogatepass")
+
+
+def key_path(key: Any) -> str:
+    """The object path of a store key: ``s/<kind>/<rest>`` for ``"kind:rest"``, ``t/...`` for
+    a tuple of strings. Distinct keys never share a path."""
+    if isinstance(key, str):
+        return "s/" + "/".join(_part(p) for p in key.split(":", 1))
+    if isinstance(key, tuple) and key and all(isinstance(p, str) for p in key):
+        return "t/" + "/".join(_part(p) for p in key)
+    raise TypeError(f"unsupported store key {key!r}")
+
+
+def path_key(path: str) -> Any:
+    kind, _, rest = path.partition("/")
+    parts = [_unpart(s) for s in rest.split("/")]
+    return ":".join(parts) if kind == "s" else tuple(parts)
+
+
+def _encode(value: Any) -> bytes:
+    """JSON, raw bytes, or a dict of bytes (an index): never pickle, since whoever can write
+    to the bucket must not be able to run code in a replica."""
+    if isinstance(value, bytes):
+        return b"B" + value
+    if isinstance(value, dict) and value and all(isinstance(v, bytes) for v in value.values()):
+        packed = {k: base64.b64encode(v).decode() for k, v in value.items()}
+        return b"D" + json.dumps(packed).encode()
+    return b"J" + json.dumps(value, separators=(",", ":")).encode()
+
+
+def _decode(raw: bytes) -> Any:
+    if raw[:1] == b"B":
+        return raw[1:]
+    if raw[:1] == b"D":
+        return {k: base64.b64decode(v) for k, v in json.loads(raw[1:]).items()}
+    return json.loads(raw[1:])
+
+
+def _blob(key: Any) -> bool:
+    return isinstance(key, str) and key.split(":", 1)[0] in _BLOB_KINDS
+
+
+class SharedCache:
+    """The subset of `diskcache.Cache` that `ContextStore` uses, kept in an object store.
+
+    `local` is this replica's diskcache (made with the store's `MoveIn` disk): the read-through
+    cache of texts and indexes. `tmp` is where downloads are written before they are renamed in.
+    """
+
+    def __init__(self, objects: Any, local: Any, tmp: Path) -> None:
+        import obstore
+
+        self._obs = obstore
+        self.objects = objects
+        self.local = local
+        self._tmp = tmp
+        self.uploaded_bytes = 0  # what this replica sent (a second load of a text sends nothing)
+        self.downloaded_bytes = 0
+
+    # -- small records: always the bucket's
+    def _get(self, key: Any) -> tuple[Any, str | None] | None:
+        try:
+            result = self._obs.get(self.objects, key_path(key))
+        except FileNotFoundError:
+            return None
+        return _decode(bytes(result.bytes())), result.meta.get("e_tag")
+
+    def get(self, key: Any, default: Any = None, read: bool = False, **_: Any) -> Any:
+        if _blob(key):
+            return self._get_blob(key, default, read)
+        found = self._get(key)
+        if found is None:
+            return default
+        value = found[0]
+        if isinstance(value, dict) and "__expires" in value:
+            return default if value["__expires"] < time.time() else value.get("v")
+        return value
+
+    def set(self, key: Any, value: Any, read: bool = False, **_: Any) -> bool:
+        if _blob(key):
+            return self._put_blob(key, value, read)
+        self._obs.put(self.objects, key_path(key), _encode(value))
+        return True
+
+    def add(
+        self, key: Any, value: Any, expire: float | None = None, read: bool = False, **_: Any
+    ) -> bool:
+        """Create `key` only if it does not exist (a conditional write); False if it does.
+
+        With `expire` (a lock), an existing value past its expiry is taken over, also
+        conditionally, so a replica that died holding a lock blocks the others only until then.
+        """
+        if _blob(key):
+            if key in self:
+                return False
+            return self._put_blob(key, value, read)
+        payload = value if expire is None else {"__expires": time.time() + expire, "v": value}
+        path = key_path(key)
+        try:
+            self._obs.put(self.objects, path, _encode(payload), mode="create")
+            return True
+        except self._exc("AlreadyExistsError", "PreconditionError"):
+            pass
+        if expire is None:
+            return False
+        found = self._get(key)
+        if found is None:
+            return self.add(key, value, expire=expire)
+        old, etag = found
+        if isinstance(old, dict) and old.get("__expires", 0) < time.time() and etag:
+            try:
+                self._obs.put(self.objects, path, _encode(payload), mode={"e_tag": etag})
+                return True
+            except self._exc("PreconditionError", "AlreadyExistsError"):
+                return False
+        return False
+
+    def compare_and_set(self, key: Any, expected: Any, value: Any) -> bool:
+        """Set `key` to `value` if it now holds `expected` (None: absent); False if it moved."""
+        found = self._get(key)
+        current, etag = found if found is not None else (None, None)
+        if current != expected:
+            return False
+        mode: Any = "create" if found is None else {"e_tag": etag}
+        try:
+            self._obs.put(self.objects, key_path(key), _encode(value), mode=mode)
+            return True
+        except self._exc("PreconditionError", "AlreadyExistsError"):
+            return False
+
+    def delete(self, key: Any, **_: Any) -> bool:
+        if _blob(key):
+            self.local.delete(key)
+        self._obs.delete(self.objects, key_path(key))
+        return True
+
+    def __contains__(self, key: Any) -> bool:
+        if _blob(key) and key in self.local:
+            return True
+        try:
+            self._obs.head(self.objects, key_path(key))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def iterkeys(self) -> Iterator[Any]:
+        for batch in self._obs.list(self.objects, chunk_size=1000):
+            for meta in batch:
+                try:
+                    yield path_key(meta["path"])
+                except (ValueError, IndexError, UnicodeDecodeError):
+                    continue  # not one of ours
+
+    def close(self) -> None:
+        self.local.close()
+
+    # -- blobs: immutable, uploaded once, cached locally
+    def _put_blob(self, key: Any, value: Any, read: bool) -> bool:
+        self.local.set(key, value, read=read)
+        if read:
+            fh = self.local.get(key, read=True)
+            try:
+                size = os.fstat(fh.fileno()).st_size
+                self._obs.put(
+                    self.objects,
+                    key_path(key),
+                    fh,
+                    chunk_size=PART_BYTES,
+                    max_concurrency=PART_CONCURRENCY,
+                )
+            finally:
+                fh.close()
+        else:
+            data = _encode(value)
+            size = len(data)
+            self._obs.put(self.objects, key_path(key), data)
+        self.uploaded_bytes += size
+        return True
+
+    def _get_blob(self, key: Any, default: Any, read: bool) -> Any:
+        local = self.local.get(key, default=None, read=read)
+        if local is not None:
+            return local
+        try:
+            result = self._obs.get(self.objects, key_path(key))
+        except FileNotFoundError:
+            return default
+        if not read:
+            raw = bytes(result.bytes())
+            self.downloaded_bytes += len(raw)
+            value = _decode(raw)
+            self.local.set(key, value)
+            return value
+        from rlm_mcp.store._parts import MoveIn
+
+        part = self._tmp / f"download-{secrets.token_hex(8)}"
+        digest = hashlib.sha256()
+        try:
+            with open(part, "wb") as out:
+                for chunk in result.stream(min_chunk_size=PART_BYTES):
+                    data = bytes(chunk)
+                    digest.update(data)
+                    out.write(data)
+                    self.downloaded_bytes += len(data)
+            self._check_digest(key, digest.hexdigest())
+            self.local.add(key, MoveIn(part), read=True)
+        finally:
+            part.unlink(missing_ok=True)
+        return self.local.get(key, default=default, read=True)
+
+    def _check_digest(self, key: str, digest: str) -> None:
+        handle = key.split(":", 1)[1]
+        meta = self.get(f"meta:{handle}") or {}
+        want = meta.get("sha256") or handle.removeprefix("ctx_")
+        if not digest.startswith(want):
+            raise ContextNotFoundError(
+                f"{handle}: the shared store's copy does not match its content hash (damaged or "
+                "changed in the bucket); load the text again."
+            )
+
+    def prune_local(self) -> int:
+        """Drop local copies of contexts the bucket no longer has (deleted or evicted by any
+        replica); returns how many values went."""
+        gone = 0
+        for key in list(self.local.iterkeys()):
+            if _blob(key):
+                handle = key.split(":", 1)[1]
+                if self.get(f"meta:{handle}") is None and self.get(f"pending:{handle}") is None:
+                    self.local.delete(key)
+                    gone += 1
+        return gone
+
+    def _exc(self, *names: str) -> tuple[type[BaseException], ...]:
+        from obstore import exceptions
+
+        return tuple(getattr(exceptions, n) for n in names)

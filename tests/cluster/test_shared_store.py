@@ -1,0 +1,162 @@
+"""The shared store: two replicas (two ContextStores, each with its own local cache) over one
+real SeaweedFS bucket."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from pathlib import Path
+
+import pytest
+
+from rlm_mcp.errors import ConfigError, ContextNotFoundError, NameTakenError
+from rlm_mcp.store import ContextStore
+from rlm_mcp.store.shared import key_path, path_key, s3_options
+from rlm_mcp.testing.infra import Bucket
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "meta:ctx_0123456789ab",
+        "name:rapport été/2026 ü",
+        "name:a:b:c",
+        ("own", "", "ctx_0123456789ab"),
+        ("tname", "alice", "../../etc"),
+        ("pin", "ctx_1", "f00d"),
+        ("rec", "session", "rlm-sess-1"),
+    ],
+)
+def test_every_key_has_its_own_object_path_and_comes_back(key: object) -> None:
+    path = key_path(key)
+    assert ".." not in path.split("/") and "//" not in path
+    assert path_key(path) == key
+
+
+def test_string_and_tuple_keys_never_share_a_path() -> None:
+    assert key_path("own:x") != key_path(("own", "x"))
+    assert key_path("name:a/b") != key_path("name:a_b")
+
+
+def test_s3_options_come_from_the_standard_variables_only() -> None:
+    env = {"AWS_ENDPOINT_URL": "http://h:1", "AWS_ACCESS_KEY_ID": "a", "OTHER": "x"}
+    assert s3_options(env) == {"endpoint_url": "http://h:1", "access_key_id": "a"}
+
+
+def test_a_bad_store_url_is_a_one_line_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="s3://BUCKET/PREFIX"):
+        ContextStore(tmp_path, shared="https://example.com/x")
+
+
+def _pair(bucket: Bucket, tmp_path: Path, **kw: object) -> tuple[ContextStore, ContextStore]:
+    url = bucket.url("t-" + secrets.token_hex(6))
+    a = ContextStore(tmp_path / "a", shared=url, shared_options=bucket.options, **kw)  # type: ignore[arg-type]
+    b = ContextStore(tmp_path / "b", shared=url, shared_options=bucket.options, **kw)  # type: ignore[arg-type]
+    return a, b
+
+
+def test_a_context_loaded_on_one_replica_is_read_on_another(bucket: Bucket, tmp_path: Path) -> None:
+    a, b = _pair(bucket, tmp_path)
+    text = "".join(f"line {i} é\n" for i in range(20_000))
+    info = a.load_text(text, name="log")
+    assert b.info("log").handle == info.handle
+    assert b.read_lines(info.handle, start=19_999, count=1) == "line 19999 é\n"
+    assert b.text_path(info.handle).read_text() == text  # whole, through B's local cache
+    assert b._cache.downloaded_bytes > 0  # type: ignore[attr-defined]
+    before = b._cache.uploaded_bytes  # type: ignore[attr-defined]
+    again = b.load_text(text)  # the same bytes: nothing is uploaded twice
+    assert again.handle == info.handle
+    assert b._cache.uploaded_bytes == before  # type: ignore[attr-defined]
+
+
+def test_two_replicas_naming_at_once_never_lose_a_write(bucket: Bucket, tmp_path: Path) -> None:
+    a, b = _pair(bucket, tmp_path)
+    for round_ in range(6):
+        name = f"race-{round_}"
+        start = threading.Barrier(2)
+        outcome: dict[str, object] = {}
+
+        def load(
+            store: ContextStore,
+            who: str,
+            name: str = name,
+            start: threading.Barrier = start,
+            outcome: dict[str, object] = outcome,
+            text: str = f"round {round_}",
+        ) -> None:
+            start.wait()
+            try:
+                outcome[who] = store.load_text(f"{who} {text}", name=name).handle
+            except NameTakenError as exc:
+                outcome[who] = exc
+
+        threads = [threading.Thread(target=load, args=(s, w)) for s, w in ((a, "A"), (b, "B"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        won = [v for v in outcome.values() if isinstance(v, str)]
+        lost = [v for v in outcome.values() if isinstance(v, NameTakenError)]
+        assert len(won) == 1 and len(lost) == 1, outcome  # exactly one owns the name
+        assert a.info(name).handle == b.info(name).handle == won[0]
+
+
+def test_delete_and_eviction_on_one_replica_hold_on_every_replica(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    now = [1_000_000.0]
+    a, b = _pair(bucket, tmp_path, clock=lambda: now[0], max_age_days=1)
+    gone = a.load_text("to be deleted")
+    old = a.load_text("to be evicted")
+    b.text_path(gone.handle)  # B holds local copies of both
+    b.text_path(old.handle)
+    assert b.delete(gone.handle)
+    with pytest.raises(ContextNotFoundError):
+        a.info(gone.handle)
+    now[0] += 2 * 86400
+    fresh = b.load_text("fresh")  # its load runs eviction: the old one goes for everyone
+    with pytest.raises(ContextNotFoundError):
+        a.info(old.handle)
+    assert [i.handle for i in a.list()] == [fresh.handle]
+    a.evict()  # and a replica's eviction also drops its local copies of what went elsewhere
+    b.evict()
+    local = {k for k in b._cache.local.iterkeys() if isinstance(k, str)}  # type: ignore[attr-defined]
+    assert not any(gone.handle in k or old.handle in k for k in local)
+
+
+def test_a_text_changed_in_the_bucket_is_refused(bucket: Bucket, tmp_path: Path) -> None:
+    import obstore
+
+    a, b = _pair(bucket, tmp_path)
+    info = a.load_text("the real text\n" * 100)
+    objects = b._cache.objects  # type: ignore[attr-defined]
+    from rlm_mcp.store.shared import key_path
+
+    obstore.put(objects, key_path(f"text:{info.handle}"), b"tampered\n" * 100)
+    with pytest.raises(ContextNotFoundError, match="does not match its content hash"):
+        b.text_path(info.handle)
+
+
+def test_tenants_stay_apart_across_replicas(bucket: Bucket, tmp_path: Path) -> None:
+    a, b = _pair(bucket, tmp_path)
+    alice = a.for_tenant("alice").load_text("alice's notes", name="notes")
+    assert b.for_tenant("alice").info("notes").handle == alice.handle
+    with pytest.raises(ContextNotFoundError):
+        b.for_tenant("bob").info("notes")
+    with pytest.raises(ContextNotFoundError):
+        b.for_tenant("bob").info(alice.handle)
+
+
+def test_a_large_load_goes_up_in_parts_and_comes_back_whole(bucket: Bucket, tmp_path: Path) -> None:
+    from rlm_mcp.store import shared
+
+    a, b = _pair(bucket, tmp_path)
+    src = tmp_path / "big.txt"
+    line = "0123456789 abcdefghij é\n"
+    with src.open("w") as fh:
+        for _ in range(40 * 1024 * 1024 // len(line.encode())):
+            fh.write(line)
+    info = a.load_path(src)
+    assert info.bytes > 2 * shared.PART_BYTES  # more than two parts
+    assert b.text_path(info.handle).stat().st_size == src.stat().st_size
+    assert b.read(info.handle, start=info.chars - len(line), length=len(line)) == line
