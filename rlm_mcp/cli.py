@@ -288,6 +288,8 @@ def _cmd_serve(args: argparse.Namespace, runtime: Runtime) -> int:
 
     from rlm_mcp.server import serve
 
+    if args.stateless:
+        runtime = runtime.replace(stateless=True)
     serve(runtime, transport=args.transport, host=args.host, port=args.port)
     return 0
 
@@ -297,6 +299,12 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     srv.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=_port, default=8765)
+    srv.add_argument(
+        "--stateless",
+        action="store_true",
+        help="keep no session state in this process (replicas behind a load balancer); needs "
+        "RLM_MCP_STORE and RLM_MCP_RAY_ADDRESS",
+    )
     srv.set_defaults(handler=_cmd_serve)
 
 

@@ -97,6 +97,9 @@ class ContextSpec:
     path: Path | None = None
     text: str | None = None
     documents: Sequence[tuple[str, int, int]] = ()
+    #: A stored context by handle, for a session on another machine (`RayPool`), which reads
+    #: it from the shared store itself; a local session needs `path` or `text`.
+    handle: str | None = None
 
     def frame(self) -> dict[str, Any]:
         return {

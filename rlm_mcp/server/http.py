@@ -86,7 +86,9 @@ def http_app(
         allowed_hosts=hosts,
         allowed_origins=[f"http://{h}" for h in hosts],
     )
-    app = build_server(runtime=runtime).streamable_http_app(transport_security=security)
+    app = build_server(runtime=runtime).streamable_http_app(
+        transport_security=security, stateless_http=runtime.settings.stateless
+    )
     return require_token(app, list(tokens)) if tokens else app
 
 

@@ -90,8 +90,10 @@ def caller_of(
     tokens: dict[str, str],
     *,
     on_connection_end: Callable[[str], Awaitable[None]] | None = None,
+    stateless: bool = False,
 ) -> Caller:
-    """The caller of the request `ctx` (tokens: bearer token -> tenant)."""
+    """The caller of the request `ctx` (tokens: bearer token -> tenant). `stateless`: a legacy
+    connection lasts one request there, so its caller is treated like a sessionless one."""
     headers = getattr(ctx, "headers", None)
     http = headers is not None
     tenant: str | None = None
@@ -107,7 +109,7 @@ def caller_of(
             )
     legacy = getattr(ctx, "protocol_version", None) in LEGACY_PROTOCOLS
     conn_id = None
-    if legacy:
+    if legacy and not (stateless and http):
         conn = connection_of(ctx)
         if conn is not None:
             conn_id = conn.state.get(_CONN_KEY)
@@ -136,9 +138,18 @@ def _check_name(name: str) -> str:
 class SessionRegistry:
     """Server-minted session handles for sessionless HTTP callers, with their expiry."""
 
-    def __init__(self, idle_seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        idle_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        shared: bool = False,
+    ) -> None:
         self.idle_seconds = idle_seconds
         self._clock = clock
+        #: Replicas behind a load balancer: a handle minted by another replica is honoured, and
+        #: expiry is the cluster session's own (it says so on the next call).
+        self.shared = shared
         self._minted: dict[tuple[str | None, str], float] = {}  # (tenant, handle) -> last use
 
     def mint(self, tenant: str | None) -> str:
@@ -149,6 +160,8 @@ class SessionRegistry:
 
     def touch(self, tenant: str | None, handle: str) -> None:
         """Check `handle` belongs to `tenant` and has not expired; mark it used."""
+        if self.shared:
+            return
         key = (tenant, handle)
         last = self._minted.get(key)
         now = self._clock()

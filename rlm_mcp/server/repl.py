@@ -135,14 +135,16 @@ def register_run_repl(mcp: MCPServer, state: AppState) -> None:
             caller = state.caller(ctx)
             key, name = state.sessions.key_for(caller, session)
             spec, store, info = None, None, None
+            pool = state.runtime.repl_pool()
             if handle is not None:
                 store, info = await state.resolve(caller, handle)
-                path = await anyio.to_thread.run_sync(lambda: store.text_path(info.handle))
-                spec = ContextSpec(
-                    path=path, documents=[(d.path, d.start, d.length) for d in info.documents]
-                )
+                documents = [(d.path, d.start, d.length) for d in info.documents]
+                if getattr(pool, "remote", False):  # the session's node reads the shared store
+                    spec = ContextSpec(handle=info.handle, documents=documents)
+                else:
+                    path = await anyio.to_thread.run_sync(lambda: store.text_path(info.handle))
+                    spec = ContextSpec(path=path, documents=documents)
             sub_calls = ReplSubCalls(state, ctx)
-            pool = state.runtime.pool()
             # the session runs one call at a time; each call's llm_query usage is its own
             async with (
                 state.pinned(store, None if info is None else info.handle),

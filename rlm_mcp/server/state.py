@@ -58,7 +58,10 @@ class AppState:
     runs: RunRegistry = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sessions = SessionRegistry(self.runtime.settings.session_idle_seconds)
+        s = self.runtime.settings
+        self.sessions = SessionRegistry(
+            s.session_idle_seconds, shared=bool(s.stateless or s.ray_address)
+        )
         self.runs = RunRegistry(self.runtime.settings.session_idle_seconds)
 
     @property
@@ -66,7 +69,12 @@ class AppState:
         return self.runtime.settings
 
     def caller(self, ctx: Any) -> Caller:
-        return caller_of(ctx, self.runtime.tokens(), on_connection_end=self.connection_ended)
+        return caller_of(
+            ctx,
+            self.runtime.tokens(),
+            on_connection_end=self.connection_ended,
+            stateless=self.runtime.settings.stateless,
+        )
 
     async def connection_ended(self, connection: str) -> None:
         """A legacy MCP session ended: its sandbox sessions end with it."""

@@ -1,0 +1,319 @@
+"""`run_repl` sessions on a Ray cluster: any replica finds a session by its key, wherever it runs.
+
+`RayPool` has the surface of `SessionPool` that `run_repl` uses (`lease`, `close`). Each session
+key maps to one named, detached `SessionActor` in the ``rlm_mcp`` namespace (the name is a hash
+of the key's typed parts, so no client input spells it). The shared store keeps each session's
+state ("live" or "expired") so that a replica that finds no actor can tell the client why:
+
+- a session that idled out says it expired (after RLM_MCP_SESSION_IDLE_SECONDS);
+- one whose node or actor died says it was lost;
+and either way the call runs in a fresh session, marked `reset`, like a killed worker today.
+
+Every wait on the cluster is bounded (a ping, and each event of a running call), so a dead node
+answers "lost" instead of hanging the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import anyio
+
+from rlm_mcp.cluster.actor import SessionActor, record_key
+from rlm_mcp.errors import ConfigError, SandboxError
+from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits
+from rlm_mcp.sandbox.types import ErrorInfo, ExecResult, SubCallHandler
+
+__all__ = ["NAMESPACE", "RayPool", "RemoteSession", "actor_name"]
+
+NAMESPACE = "rlm_mcp"
+#: Seconds a live actor has to answer a ping before its session counts as lost.
+PING_SECONDS = 10.0
+#: Beyond the execute limit, how long a running call may go without an event from its actor.
+EVENT_SLACK_SECONDS = 30.0
+#: Actor handles a replica keeps (the rest are looked up by name again).
+ACTOR_HANDLES = 4096
+
+LOST = (
+    "session lost: the cluster node or process that held it died; its variables are gone and "
+    "this call ran in a new session"
+)
+#: When the session dies during a call: nothing ran to the end.
+LOST_DURING = (
+    "session lost: the cluster node or process that held it died during this call; its "
+    "variables are gone; call again to continue in a new session"
+)
+
+
+def expired_note(idle: float) -> str:
+    return (
+        f"session expired: it was idle for over {idle:.0f}s (RLM_MCP_SESSION_IDLE_SECONDS); its "
+        "variables are gone and this call ran in a new session"
+    )
+
+
+def actor_name(key: Hashable) -> str:
+    """The actor name of a session key: a hash of its typed parts, never client text."""
+    parts: Any = key
+    if dataclasses.is_dataclass(key) and not isinstance(key, type):
+        parts = dataclasses.astuple(key)
+    return "rlm-sess-" + hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
+
+
+class RemoteSession:
+    """A session held by an actor, driven from this replica (llm_query answered here)."""
+
+    def __init__(self, pool: RayPool, name: str, actor: Any, note: str | None) -> None:
+        self.pool = pool
+        self.name = name
+        self.actor = actor
+        self.context: ContextSpec | None = None
+        self.sub_calls: SubCallHandler | None = None
+        self._note = note
+
+    async def node_id(self) -> str:
+        return str(await self.actor.ping.remote())
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        sub_calls: SubCallHandler | None = None,
+        retried: bool = False,
+    ) -> ExecResult:
+        from ray.exceptions import RayActorError
+
+        handler = sub_calls if sub_calls is not None else self.sub_calls
+        spec = self.context
+        call = secrets.token_hex(8)
+        limits = self.pool.limits
+        wait = (timeout or limits.timeout) + limits.hard_timeout_grace + EVENT_SLACK_SECONDS
+        start = self.actor.start.remote(
+            call,
+            code,
+            None if spec is None else spec.handle,
+            [] if spec is None else [list(d) for d in spec.documents],
+            timeout,
+        )
+        heard = False
+        try:
+            event = await asyncio.wait_for(start, wait)
+            heard = True
+            while event.get("kind") == "llm":
+                ok, value = await _answer(handler, event)
+                event = await asyncio.wait_for(
+                    self.actor.answer.remote(call, event["id"], ok, value), wait
+                )
+            if event.get("kind") == "done":
+                return self._noted(event["result"])
+            raise SandboxError(f"the cluster session failed: {event.get('error')}")
+        except (RayActorError, TimeoutError) as exc:
+            if not heard and not retried and isinstance(exc, RayActorError):
+                # dead before this call began (idled out, or its node died since): say which,
+                # and run the call in a new session
+                self.pool._actors.pop(self.name, None)
+                self.actor, self._note = await anyio.to_thread.run_sync(
+                    lambda: self.pool._find(self.name)
+                )
+                return await self.execute(code, timeout=timeout, sub_calls=sub_calls, retried=True)
+            await self.pool.forget(self.name, self.actor)
+            return ExecResult(
+                status="crashed",
+                error=ErrorInfo(type="SessionLost", message=LOST_DURING),
+                reset=True,
+                notes=(LOST_DURING,),
+            )
+        except BaseException:
+            self.actor.cancel.remote(call)  # a cancelled call interrupts the code there too
+            raise
+
+    async def get_variable_text(self, name: str) -> str | None:
+        value = await self.actor.read_variable.remote(name)
+        return None if value is None else str(value)
+
+    def _noted(self, result: ExecResult) -> ExecResult:
+        if self._note is None:
+            return result
+        note, self._note = self._note, None
+        return dataclasses.replace(result, reset=True, notes=(note, *result.notes))
+
+
+async def _answer(handler: SubCallHandler | None, event: Mapping[str, Any]) -> tuple[bool, Any]:
+    if handler is None:
+        return False, "no sub-model in this session"
+    try:
+        return True, list(await handler(list(event["prompts"]), model=event.get("model")))
+    except Exception as exc:
+        return False, str(exc) or type(exc).__name__
+
+
+class RayPool:
+    """Sandbox sessions as detached actors on the Ray cluster at `address`."""
+
+    #: run_repl sends a handle, not a path on this replica's disk.
+    remote = True
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        store: Any,
+        store_url: str,
+        store_options: Mapping[str, str],
+        cache_dir: str,
+        limits: SandboxLimits,
+        idle_seconds: float,
+        session_cpus: float = 0.25,
+    ) -> None:
+        if not store_url:
+            raise ConfigError(
+                "RLM_MCP_RAY_ADDRESS needs RLM_MCP_STORE: sessions on other nodes read their "
+                "contexts from the shared bucket."
+            )
+        self.address = address
+        self.store = store
+        self.store_url = store_url
+        self.store_options = dict(store_options)
+        self.cache_dir = cache_dir
+        self.limits = limits
+        self.idle_seconds = idle_seconds
+        self.session_cpus = session_cpus
+        self._cls: Any = None
+        #: Handles of actors this replica has used (a lookup in Ray's GCS costs milliseconds).
+        self._actors: OrderedDict[str, Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return 0  # sessions live on the cluster, not in this process
+
+    def live_keys(self) -> list[Hashable]:
+        return []
+
+    def _connect(self) -> Any:
+        if self._cls is None:
+            try:
+                import ray
+            except ImportError:
+                raise ConfigError(
+                    "RLM_MCP_RAY_ADDRESS needs the cluster extra: pip install 'rlm-mcp[cluster]'."
+                ) from None
+            if not ray.is_initialized():
+                ray.init(
+                    address=self.address,
+                    namespace=NAMESPACE,
+                    logging_level=logging.ERROR,
+                    log_to_driver=False,
+                )
+            self._cls = ray.remote(SessionActor)
+        return self._cls
+
+    def _find(self, name: str) -> tuple[Any, str | None]:
+        """(the live actor for `name`, the note for the caller); blocking, run in a thread."""
+        import ray
+
+        cls = self._connect()
+        known = self._actors.get(name)
+        if known is not None:  # a dead one fails its call, which then answers "lost"
+            return known, None
+        note: str | None = None
+        try:
+            actor = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            actor = None
+        if actor is not None:
+            try:
+                ray.get(actor.ping.remote(), timeout=PING_SECONDS)
+                self._remember(name, actor)
+                return actor, None
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                ray.kill(actor, no_restart=True)
+                note = LOST
+        record = self.store.get_record(record_key(name))
+        if note is None and isinstance(record, dict):
+            state = record.get("state")
+            idle = float(record.get("idle", self.idle_seconds))
+            note = expired_note(idle) if state == "expired" else LOST
+        actor = cls.options(
+            name=name,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=0,
+            max_concurrency=64,
+            num_cpus=self.session_cpus,
+            scheduling_strategy="SPREAD",
+        ).remote(
+            name, self.limits, self.cache_dir, self.store_url, self.store_options, self.idle_seconds
+        )
+        self.store.put_record(record_key(name), {"state": "live"})
+        self._remember(name, actor)
+        return actor, note
+
+    def _remember(self, name: str, actor: Any) -> None:
+        self._actors[name] = actor
+        self._actors.move_to_end(name)
+        while len(self._actors) > ACTOR_HANDLES:
+            self._actors.popitem(last=False)
+
+    @asynccontextmanager
+    async def lease(
+        self,
+        key: Hashable,
+        *,
+        owner: Hashable = None,
+        context: ContextSpec | None = None,
+        sub_calls: SubCallHandler | None = None,
+        run_slot: bool = True,
+        spare: bool = False,
+    ) -> AsyncIterator[RemoteSession]:
+        name = actor_name(key)
+        known = self._actors.get(name)
+        if known is not None:  # the common case costs no thread hop
+            actor, note = known, None
+        else:
+            actor, note = await anyio.to_thread.run_sync(lambda: self._find(name))
+        session = RemoteSession(self, name, actor, note)
+        session.context = context
+        session.sub_calls = sub_calls
+        yield session
+
+    async def forget(self, name: str, actor: Any) -> None:
+        """A session found dead: kill what is left, and let its next call start fresh."""
+        import ray
+
+        self._actors.pop(name, None)
+
+        def drop() -> None:
+            with suppress(Exception):  # already gone
+                ray.kill(actor, no_restart=True)
+            self.store.delete_record(record_key(name))
+
+        await anyio.to_thread.run_sync(drop)
+
+    async def close(self, key: Hashable, *, why: str | None = None) -> None:
+        name = actor_name(key)
+        self._actors.pop(name, None)
+
+        def drop() -> None:
+            import ray
+
+            self._connect()
+            with suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            self.store.delete_record(record_key(name))
+
+        await anyio.to_thread.run_sync(drop)
+
+    async def reap_idle(self) -> int:
+        return 0  # each actor expires itself
+
+    async def aclose(self) -> None:
+        """Nothing to close: sessions are detached and outlive this replica (that is the point)."""

@@ -1,0 +1,133 @@
+"""Sessions as Ray actors (`RayPool`), on the real two-node cluster: the relay of llm_query to
+the caller, expiry, and the attacks that must fail there exactly as on one machine."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from rlm_mcp.cluster import RayPool
+from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits
+from rlm_mcp.store import ContextStore
+from rlm_mcp.testing.infra import Bucket, RayCluster
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def pool(bucket: Bucket, ray_nodes: RayCluster, tmp_path: Path) -> RayPool:
+    url = bucket.url("ray-" + secrets.token_hex(4))
+    store = ContextStore(tmp_path / "replica", shared=url, shared_options=bucket.options)
+    return RayPool(
+        address=ray_nodes.address,
+        store=store,
+        store_url=url,
+        store_options=bucket.options,
+        cache_dir=str(tmp_path / "node"),
+        limits=SandboxLimits(timeout=20),
+        idle_seconds=600,
+    )
+
+
+async def test_llm_query_is_answered_by_the_calling_replica(pool: RayPool) -> None:
+    info = pool.store.load_text("alpha beta gamma\n" * 100)
+    seen: list[tuple[str, int]] = []
+
+    async def model(prompts: Sequence[str], *, model: str | None = None) -> list[str]:
+        seen.extend((p, os.getpid()) for p in prompts)  # runs here, in the replica's process
+        return [p.upper() for p in prompts]
+
+    key = ("t", secrets.token_hex(4))
+    async with pool.lease(key, context=ContextSpec(handle=info.handle)) as s:
+        r = await s.execute(
+            "a = llm_query(context[:5])\nb = llm_query_batched(['x', 'y'])\nprint(a, b)",
+            sub_calls=model,
+        )
+    assert r.status == "ok", r.error
+    assert r.output.strip() == "ALPHA ['X', 'Y']"
+    assert [p for p, _ in seen] == ["alpha", "x", "y"]
+    assert {pid for _, pid in seen} == {os.getpid()}
+    assert r.sub_calls == 3
+    await pool.close(key)
+
+
+async def test_a_failing_model_is_an_exception_in_the_code(pool: RayPool) -> None:
+    async def broken(prompts: Sequence[str], *, model: str | None = None) -> list[str]:
+        raise RuntimeError("provider said 429: slow down")
+
+    key = ("t", secrets.token_hex(4))
+    async with pool.lease(key) as s:
+        r = await s.execute(
+            "try:\n    llm_query('q')\nexcept RuntimeError as e:\n    print('caught', e)",
+            sub_calls=broken,
+        )
+    assert "caught" in r.output and "429" in r.output
+    await pool.close(key)
+
+
+ATTACKS = [
+    "import os",
+    "open('/etc/passwd').read()",
+    "__import__('os').environ",
+    "print(().__class__.__base__.__subclasses__())",
+    "import socket",
+    "print(getattr(llm_query, '__globals__'))",
+]
+
+
+@pytest.mark.parametrize("code", ATTACKS)
+async def test_attacks_fail_in_a_cluster_session_as_they_do_locally(
+    pool: RayPool, code: str
+) -> None:
+    from rlm_mcp.sandbox import SandboxSession
+
+    key = ("t", secrets.token_hex(4))
+    async with pool.lease(key) as s:
+        r = await s.execute(code)
+    async with SandboxSession(limits=pool.limits) as local:
+        want = await local.execute(code)
+    assert r.status in ("violation", "error"), r
+    assert (r.status, r.error) == (want.status, want.error)  # the same refusal, word for word
+    await pool.close(key)
+
+
+async def test_sessions_of_different_keys_never_share_variables(pool: RayPool) -> None:
+    alice, bob = ("t", "alice-" + secrets.token_hex(3)), ("t", "bob-" + secrets.token_hex(3))
+    async with pool.lease(alice) as s:
+        await s.execute("secret = 'alice-secret'")
+    async with pool.lease(bob) as s:
+        r = await s.execute("print(secret)")
+    assert r.status == "error" and "alice-secret" not in r.output
+    await pool.close(alice)
+    await pool.close(bob)
+
+
+async def test_an_idle_session_expires_and_its_next_call_says_so(
+    bucket: Bucket, ray_nodes: RayCluster, tmp_path: Path
+) -> None:
+    import anyio
+
+    url = bucket.url("idle-" + secrets.token_hex(4))
+    store = ContextStore(tmp_path / "r", shared=url, shared_options=bucket.options)
+    pool = RayPool(
+        address=ray_nodes.address,
+        store=store,
+        store_url=url,
+        store_options=bucket.options,
+        cache_dir=str(tmp_path / "n"),
+        limits=SandboxLimits(timeout=20),
+        idle_seconds=1,
+    )
+    key = ("t", secrets.token_hex(4))
+    async with pool.lease(key) as s:
+        await s.execute("y = 1")
+    await anyio.sleep(3.5)  # the actor's own idle timer (checked every 0.5 s) ends it
+    async with pool.lease(key) as s:
+        r = await s.execute("z = 2")
+    assert r.reset is True
+    assert any("expired" in n for n in r.notes), r.notes
+    await pool.close(key)
