@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rlm_mcp.bench._table import BenchRow, format_table
 
@@ -28,6 +29,17 @@ def _text_file(path: Path, megabytes: int) -> None:
     with path.open("wb") as fh:
         for _ in range(megabytes):
             fh.write(block)
+
+
+async def _warm(pool: Any, key: str, rounds: int) -> float:
+    """Median seconds of a trivial call on an existing session, lease included."""
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        async with pool.lease(key) as s:
+            await s.execute("n += 1")
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def measure(megabytes: int = 100, warm: int = 30) -> list[BenchRow]:
@@ -67,13 +79,7 @@ def measure(megabytes: int = 100, warm: int = 30) -> list[BenchRow]:
             async with pool.lease("local", context=spec) as s:
                 await s.execute("n = len(context)")
             out["attach_local"] = time.perf_counter() - t
-            times = []
-            for _ in range(warm):
-                t = time.perf_counter()
-                async with pool.lease("local") as s:
-                    await s.execute("n += 1")
-                times.append(time.perf_counter() - t)
-            out["warm_local"] = statistics.median(times)
+            out["warm_local"] = await _warm(pool, "local", warm)
             await pool.aclose()
 
             ray_pool = RayPool(
@@ -91,13 +97,7 @@ def measure(megabytes: int = 100, warm: int = 30) -> list[BenchRow]:
             async with ray_pool.lease("remote", context=ContextSpec(handle=info.handle)) as s:
                 await s.execute("n = len(context)")
             out["attach_ray"] = time.perf_counter() - t
-            times = []
-            for _ in range(warm):
-                t = time.perf_counter()
-                async with ray_pool.lease("remote") as s:
-                    await s.execute("n += 1")
-                times.append(time.perf_counter() - t)
-            out["warm_ray"] = statistics.median(times)
+            out["warm_ray"] = await _warm(ray_pool, "remote", warm)
             await ray_pool.close("remote")
             await ray_pool.close("warmup")
             return out

@@ -18,8 +18,7 @@ from rlm_mcp.testing.infra import Bucket, RayCluster
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def pool(bucket: Bucket, ray_nodes: RayCluster, tmp_path: Path) -> RayPool:
+def _pool(bucket: Bucket, ray_nodes: RayCluster, tmp_path: Path, idle: float) -> RayPool:
     url = bucket.url("ray-" + secrets.token_hex(4))
     store = ContextStore(tmp_path / "replica", shared=url, shared_options=bucket.options)
     return RayPool(
@@ -29,8 +28,13 @@ def pool(bucket: Bucket, ray_nodes: RayCluster, tmp_path: Path) -> RayPool:
         store_options=bucket.options,
         cache_dir=str(tmp_path / "node"),
         limits=SandboxLimits(timeout=20),
-        idle_seconds=600,
+        idle_seconds=idle,
     )
+
+
+@pytest.fixture
+def pool(bucket: Bucket, ray_nodes: RayCluster, tmp_path: Path) -> RayPool:
+    return _pool(bucket, ray_nodes, tmp_path, idle=600)
 
 
 async def test_llm_query_is_answered_by_the_calling_replica(pool: RayPool) -> None:
@@ -111,17 +115,7 @@ async def test_an_idle_session_expires_and_its_next_call_says_so(
 ) -> None:
     import anyio
 
-    url = bucket.url("idle-" + secrets.token_hex(4))
-    store = ContextStore(tmp_path / "r", shared=url, shared_options=bucket.options)
-    pool = RayPool(
-        address=ray_nodes.address,
-        store=store,
-        store_url=url,
-        store_options=bucket.options,
-        cache_dir=str(tmp_path / "n"),
-        limits=SandboxLimits(timeout=20),
-        idle_seconds=1,
-    )
+    pool = _pool(bucket, ray_nodes, tmp_path, idle=1)
     key = ("t", secrets.token_hex(4))
     async with pool.lease(key) as s:
         await s.execute("y = 1")
