@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlm_mcp.cluster.wire import ChannelClosed, read_frame, result_to_wire, write_frame
 from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits, SandboxSession
 
 __all__ = ["SessionActor", "record_key"]
@@ -64,6 +67,8 @@ class SessionActor:
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._lock: asyncio.Lock | None = None
+        self._server: asyncio.Server | None = None
+        self._endpoint: dict[str, Any] | None = None
 
     # -- what a replica calls
     async def ping(self) -> str:
@@ -72,6 +77,56 @@ class SessionActor:
 
         self._start_reaper()
         return str(ray.get_runtime_context().get_node_id())
+
+    async def channel(self) -> dict[str, Any]:
+        """The address and secret of this actor's direct channel (started on first use)."""
+        import ray
+
+        self._start_reaper()
+        if self._endpoint is None:
+            host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+            secret = secrets.token_hex(16)
+            self._server = await asyncio.start_server(self._serve_channel, host=host, port=0)
+            port = self._server.sockets[0].getsockname()[1]
+            self._endpoint = {"host": host, "port": port, "secret": secret}
+        return self._endpoint
+
+    async def _serve_channel(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """One replica's connection: the same start/answer/cancel as the Ray methods."""
+        assert self._endpoint is not None
+        try:
+            hello = await asyncio.wait_for(read_frame(reader), 10)
+            if not hmac.compare_digest(str(hello.get("secret", "")), self._endpoint["secret"]):
+                return
+            while True:
+                msg = await read_frame(reader)
+                op = msg.get("op")
+                if op == "start":
+                    event = await self.start(
+                        str(msg["call"]),
+                        str(msg["code"]),
+                        msg.get("handle"),
+                        msg.get("documents") or [],
+                        msg.get("timeout"),
+                    )
+                elif op == "answer":
+                    event = await self.answer(
+                        str(msg["call"]), int(msg["id"]), bool(msg["ok"]), msg.get("value")
+                    )
+                elif op == "cancel":
+                    await self.cancel(str(msg["call"]))
+                    continue
+                else:
+                    return
+                if event.get("kind") == "done":
+                    event = {"kind": "done", "result": result_to_wire(event["result"])}
+                await write_frame(writer, event)
+        except (ChannelClosed, TimeoutError, KeyError, ValueError, TypeError):
+            return
+        finally:
+            writer.close()
 
     async def start(
         self,

@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 
 from rlm_mcp.cluster.actor import SessionActor, record_key
+from rlm_mcp.cluster.wire import ChannelClosed, read_frame, result_from_wire, write_frame
 from rlm_mcp.errors import ConfigError, SandboxError
 from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits
 from rlm_mcp.sandbox.types import ErrorInfo, ExecResult, SubCallHandler
@@ -68,6 +69,21 @@ def actor_name(key: Hashable) -> str:
     return "rlm-sess-" + hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
 
 
+class Channel:
+    """One open connection to a session actor's direct channel."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def ask(self, message: dict[str, Any], wait: float) -> dict[str, Any]:
+        await write_frame(self.writer, message)
+        return await asyncio.wait_for(read_frame(self.reader), wait)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class RemoteSession:
     """A session held by an actor, driven from this replica (llm_query answered here)."""
 
@@ -90,6 +106,7 @@ class RemoteSession:
         sub_calls: SubCallHandler | None = None,
         retried: bool = False,
     ) -> ExecResult:
+        """Run `code` in the actor over its direct channel; llm_query is answered here."""
         from ray.exceptions import RayActorError
 
         handler = sub_calls if sub_calls is not None else self.sub_calls
@@ -97,30 +114,37 @@ class RemoteSession:
         call = secrets.token_hex(8)
         limits = self.pool.limits
         wait = (timeout or limits.timeout) + limits.hard_timeout_grace + EVENT_SLACK_SECONDS
-        start = self.actor.start.remote(
-            call,
-            code,
-            None if spec is None else spec.handle,
-            [] if spec is None else [list(d) for d in spec.documents],
-            timeout,
-        )
         heard = False
+        channel: Channel | None = None
         try:
-            event = await asyncio.wait_for(start, wait)
+            channel = await self.pool.channel(self.name, self.actor)
+            event = await channel.ask(
+                {
+                    "op": "start",
+                    "call": call,
+                    "code": code,
+                    "handle": None if spec is None else spec.handle,
+                    "documents": [] if spec is None else [list(d) for d in spec.documents],
+                    "timeout": timeout,
+                },
+                wait,
+            )
             heard = True
             while event.get("kind") == "llm":
                 ok, value = await _answer(handler, event)
-                event = await asyncio.wait_for(
-                    self.actor.answer.remote(call, event["id"], ok, value), wait
-                )
+                answer = {"op": "answer", "call": call, "id": event["id"], "ok": ok}
+                event = await channel.ask({**answer, "value": value}, wait)
+            self.pool.release(self.name, channel)
             if event.get("kind") == "done":
-                return self._noted(event["result"])
+                return self._noted(result_from_wire(event["result"]))
             raise SandboxError(f"the cluster session failed: {event.get('error')}")
-        except (RayActorError, TimeoutError) as exc:
-            if not heard and not retried and isinstance(exc, RayActorError):
+        except (RayActorError, ChannelClosed, OSError, TimeoutError):
+            if channel is not None:
+                channel.close()
+            if not heard and not retried:
                 # dead before this call began (idled out, or its node died since): say which,
                 # and run the call in a new session
-                self.pool._actors.pop(self.name, None)
+                self.pool.drop(self.name)
                 self.actor, self._note = await anyio.to_thread.run_sync(
                     lambda: self.pool._find(self.name)
                 )
@@ -133,7 +157,9 @@ class RemoteSession:
                 notes=(LOST_DURING,),
             )
         except BaseException:
-            self.actor.cancel.remote(call)  # a cancelled call interrupts the code there too
+            if channel is not None:
+                channel.close()  # mid-call: this connection is done; the code is interrupted
+            self.actor.cancel.remote(call)
             raise
 
     async def get_variable_text(self, name: str) -> str | None:
@@ -190,6 +216,8 @@ class RayPool:
         self._cls: Any = None
         #: Handles of actors this replica has used (a lookup in Ray's GCS costs milliseconds).
         self._actors: OrderedDict[str, Any] = OrderedDict()
+        self._endpoints: dict[str, dict[str, Any]] = {}
+        self._idle: dict[str, list[Channel]] = {}
 
     def __len__(self) -> int:
         return 0  # sessions live on the cluster, not in this process
@@ -285,11 +313,43 @@ class RayPool:
         session.sub_calls = sub_calls
         yield session
 
+    async def channel(self, name: str, actor: Any) -> Channel:
+        """An idle connection to `name`'s actor, or a new one (its address and secret come
+        from the actor, through Ray, once)."""
+        idle = self._idle.get(name)
+        if idle:
+            return idle.pop()
+        endpoint = self._endpoints.get(name)
+        if endpoint is None:
+            found: dict[str, Any] = await asyncio.wait_for(actor.channel.remote(), PING_SECONDS)
+            endpoint = self._endpoints[name] = found
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(endpoint["host"], endpoint["port"]), PING_SECONDS
+        )
+        channel = Channel(reader, writer)
+        await write_frame(writer, {"secret": endpoint["secret"]})
+        return channel
+
+    def release(self, name: str, channel: Channel) -> None:
+        """A connection whose call finished cleanly, kept for the next call."""
+        idle = self._idle.setdefault(name, [])
+        if len(idle) < 4:
+            idle.append(channel)
+        else:
+            channel.close()
+
+    def drop(self, name: str) -> None:
+        """Forget what this replica knew of `name`'s actor (it died, or idled out)."""
+        self._actors.pop(name, None)
+        self._endpoints.pop(name, None)
+        for channel in self._idle.pop(name, []):
+            channel.close()
+
     async def forget(self, name: str, actor: Any) -> None:
         """A session found dead: kill what is left, and let its next call start fresh."""
         import ray
 
-        self._actors.pop(name, None)
+        self.drop(name)
 
         def drop() -> None:
             with suppress(Exception):  # already gone
@@ -300,7 +360,7 @@ class RayPool:
 
     async def close(self, key: Hashable, *, why: str | None = None) -> None:
         name = actor_name(key)
-        self._actors.pop(name, None)
+        self.drop(name)
 
         def drop() -> None:
             import ray

@@ -1,0 +1,74 @@
+"""The direct channel between a replica and a session actor: length-prefixed JSON frames over TCP.
+
+Ray places, names and supervises a session; once placed, a call goes straight to the actor over
+one TCP connection, because a Ray actor call costs milliseconds where a local worker answers in
+a fraction of one. Ray remains the fallback and the way a replica learns the channel's address
+and its secret. A connection must present that secret first (compared in constant time), and
+frames are JSON, never pickles, so nothing a peer sends can run code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import struct
+from typing import Any
+
+from rlm_mcp.sandbox.types import ErrorInfo, ExecResult, FinalAnswer, VariableInfo
+
+__all__ = ["MAX_FRAME", "ChannelClosed", "read_frame", "result_from_wire", "result_to_wire",
+           "write_frame"]  # fmt: skip
+
+#: Largest frame either side accepts (a batch of long llm_query prompts fits).
+MAX_FRAME = 512 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+class ChannelClosed(ConnectionError):
+    """The other side went away, or broke the protocol."""
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    try:
+        (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+        if size > MAX_FRAME:
+            raise ChannelClosed(f"frame of {size:,} bytes is over the {MAX_FRAME:,} limit")
+        value = json.loads(await reader.readexactly(size))
+    except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+        raise ChannelClosed(str(exc) or type(exc).__name__) from None
+    if not isinstance(value, dict):
+        raise ChannelClosed("a frame must be a JSON object")
+    return value
+
+
+async def write_frame(writer: asyncio.StreamWriter, value: dict[str, Any]) -> None:
+    data = json.dumps(value, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    try:
+        writer.write(_HEADER.pack(len(data)) + data)
+        await writer.drain()
+    except (ConnectionError, RuntimeError) as exc:
+        raise ChannelClosed(str(exc) or type(exc).__name__) from None
+
+
+def result_to_wire(result: ExecResult) -> dict[str, Any]:
+    return dataclasses.asdict(result)
+
+
+def result_from_wire(data: dict[str, Any]) -> ExecResult:
+    """An ExecResult rebuilt field by field (unknown fields are ignored, not trusted)."""
+    error = data.get("error")
+    final = data.get("final")
+    return ExecResult(
+        status=data["status"],
+        output=str(data.get("output", "")),
+        error=None if error is None else ErrorInfo(**error),
+        variables=tuple(VariableInfo(**v) for v in data.get("variables", ())),
+        truncated=bool(data.get("truncated", False)),
+        output_chars=int(data.get("output_chars", 0)),
+        duration_s=float(data.get("duration_s", 0.0)),
+        reset=bool(data.get("reset", False)),
+        final=None if final is None else FinalAnswer(**final),
+        sub_calls=int(data.get("sub_calls", 0)),
+        notes=tuple(str(n) for n in data.get("notes", ())),
+    )
