@@ -398,6 +398,9 @@ class Runtime:
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
+        if self._ray_pool is not None:
+            await self._ray_pool.aclose()
+            self._ray_pool = None
         seen: set[int] = set()
         for pair in self._lms.values():
             for lm in pair:

@@ -2,6 +2,6 @@
 `rlm_mcp.store.shared`). Optional: ``pip install 'rlm-mcp[cluster]'``; nothing here is imported
 unless RLM_MCP_RAY_ADDRESS is set."""
 
-from rlm_mcp.cluster.pool import NAMESPACE, RayPool, RemoteSession, actor_name
+from rlm_mcp.cluster.pool import NAMESPACE, RayPool, RemoteSession, session_name
 
-__all__ = ["NAMESPACE", "RayPool", "RemoteSession", "actor_name"]
+__all__ = ["NAMESPACE", "RayPool", "RemoteSession", "session_name"]

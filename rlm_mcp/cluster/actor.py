@@ -1,11 +1,13 @@
 """One sandbox session as a Ray actor: today's restricted worker process, owned by an actor on
 whichever node Ray placed it, found by name from any replica.
 
-The actor holds no keys and makes no model calls. When sandboxed code calls `llm_query`, the
-actor's `SandboxSession` checks the limits as it does on one machine and then *relays* the
-prompts to the replica that runs the call, as an event returned to that replica (by `start`,
-then by each `answer`). So provider keys stay in the replica, usage lands in the caller's tree, and
-the worker's own protections (confinement, limits, the bridge's checks) are the same code.
+Ray places, names and supervises the actor; calls reach it over its direct channel (`wire`):
+one TCP connection per call in flight, authenticated by a secret the replica learns through
+Ray. The actor holds no keys and makes no model calls. When sandboxed code calls `llm_query`,
+the actor's `SandboxSession` checks the limits as it does on one machine and then *relays* the
+prompts to the replica on that connection, and waits for its answer. So provider keys stay in
+the replica, usage lands in the caller's tree, and the worker's own protections (confinement,
+limits, the bridge's checks) are the same code.
 
 The context is read from the shared store through this node's local cache (`ContextStore` with
 `shared=`), by handle: a replica sends a handle, never a path on its own disk.
@@ -28,6 +30,7 @@ from typing import Any
 
 from rlm_mcp.cluster.wire import ChannelClosed, read_frame, result_to_wire, write_frame
 from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits, SandboxSession
+from rlm_mcp.sandbox.types import ExecResult
 
 __all__ = ["SessionActor", "record_key"]
 
@@ -42,11 +45,12 @@ async def _no_caller(prompts: Sequence[str], *, model: str | None = None) -> lis
 
 
 class SessionActor:
-    """Created by `RayPool` as ``ray.remote(SessionActor)``, detached and named."""
+    """Created by `RayPool` as ``ray.remote(SessionActor)``, detached and named. A standby is
+    created before its session exists (`prepare`), and `claim`ed by one when it starts."""
 
     def __init__(
         self,
-        name: str,
+        name: str | None,
         limits: SandboxLimits,
         cache_dir: str,
         store_url: str,
@@ -59,9 +63,6 @@ class SessionActor:
         self._store_args = (cache_dir, store_url, dict(store_options))
         self._store: Any = None
         self._session: SandboxSession | None = None
-        self._calls: dict[str, asyncio.Queue[dict[str, Any]]] = {}
-        self._replies: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
-        self._ids = itertools.count()
         self._last = time.monotonic()
         self._running = 0
         self._reaper: asyncio.Task[None] | None = None
@@ -77,6 +78,22 @@ class SessionActor:
 
         self._start_reaper()
         return str(ray.get_runtime_context().get_node_id())
+
+    async def prepare(self) -> dict[str, Any]:
+        """Get ready before any session is known (a standby): the worker started, the shared
+        store opened, the channel listening. Returns the channel's endpoint."""
+        await asyncio.to_thread(self._open_store)
+        self._start_reaper()
+        assert self._lock is not None
+        async with self._lock:
+            session = await self._ensure(None)
+            await session.execute("pass")  # the worker's first call pays its lazy set-up
+        return await self.channel()
+
+    async def claim(self, session: str) -> None:
+        """Become the actor of `session` (its name in the shared records)."""
+        self.name = session
+        self._last = time.monotonic()
 
     async def channel(self) -> dict[str, Any]:
         """The address and secret of this actor's direct channel (started on first use)."""
@@ -94,7 +111,8 @@ class SessionActor:
     async def _serve_channel(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """One replica's connection: the same start/answer/cancel as the Ray methods."""
+        """One replica's connection: it proves it knows the secret, then sends calls, one at a
+        time; each call's llm_query requests go back on the same connection."""
         assert self._endpoint is not None
         try:
             hello = await asyncio.wait_for(read_frame(reader), 10)
@@ -103,96 +121,63 @@ class SessionActor:
             while True:
                 msg = await read_frame(reader)
                 op = msg.get("op")
-                if op == "start":
-                    event = await self.start(
-                        str(msg["call"]),
-                        str(msg["code"]),
-                        msg.get("handle"),
-                        msg.get("documents") or [],
-                        msg.get("timeout"),
-                    )
-                elif op == "answer":
-                    event = await self.answer(
-                        str(msg["call"]), int(msg["id"]), bool(msg["ok"]), msg.get("value")
-                    )
-                elif op == "cancel":
-                    await self.cancel(str(msg["call"]))
+                if op == "ping":
+                    await write_frame(writer, {"kind": "pong"})
                     continue
-                else:
+                if op != "start":
                     return
-                if event.get("kind") == "done":
-                    event = {"kind": "done", "result": result_to_wire(event["result"])}
-                await write_frame(writer, event)
+                result = await self._execute(msg, reader, writer)
+                await write_frame(writer, {"kind": "done", "result": result_to_wire(result)})
         except (ChannelClosed, TimeoutError, KeyError, ValueError, TypeError):
             return
         finally:
             writer.close()
 
-    async def start(
-        self,
-        call: str,
-        code: str,
-        handle: str | None,
-        documents: Sequence[tuple[str, int, int]],
-        timeout: float | None,
-    ) -> dict[str, Any]:
-        """Start running `code` and return its first event: an llm_query request to answer
-        (`answer`), or the result. Code without sub-calls costs one actor call."""
-        self._start_reaper()
-        self._calls[call] = asyncio.Queue()
-        self._running += 1
-        self._tasks[call] = asyncio.get_running_loop().create_task(
-            self._run(call, code, handle, documents, timeout)
-        )
-        return await self._next(call)
+    async def _execute(
+        self, msg: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> ExecResult:
+        call = str(msg["call"])
+        documents = [tuple(d) for d in msg.get("documents") or []]
+        timeout = msg.get("timeout")
+        ids = itertools.count()
 
-    async def answer(self, call: str, rid: int, ok: bool, value: Any) -> dict[str, Any]:
-        """Answer request `rid` of `call`; returns the call's next event."""
-        future = self._replies.pop(rid, None)
-        if future is not None and not future.done():
-            future.set_result((ok, value))
-        return await self._next(call)
+        async def relay(prompts: Sequence[str], *, model: str | None = None) -> list[str]:
+            rid = next(ids)
+            request = {"kind": "llm", "id": rid, "prompts": list(prompts), "model": model}
+            await write_frame(writer, request)
+            reply = await read_frame(reader)
+            if reply.get("op") != "answer" or reply.get("id") != rid:
+                raise ChannelClosed("the replica's answer is out of step")
+            if not reply.get("ok"):
+                raise RuntimeError(str(reply.get("value")))
+            return [str(v) for v in reply.get("value") or []]
+
+        self._start_reaper()
+        assert self._lock is not None
+        self._running += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[call] = task
+        try:
+            async with self._lock:  # one call at a time, like a local session
+                self._last = time.monotonic()
+                spec = await self._spec(msg.get("handle"), documents)
+                session = await self._ensure(spec)
+                return await session.execute(
+                    str(msg["code"]),
+                    timeout=None if timeout is None else float(timeout),
+                    sub_calls=relay,
+                )
+        finally:
+            self._running -= 1
+            self._tasks.pop(call, None)
+            self._last = time.monotonic()
 
     async def cancel(self, call: str) -> None:
         """The replica's caller gave up: interrupt the code as a local cancel does."""
         task = self._tasks.get(call)
         if task is not None:
             task.cancel()
-
-    async def _run(
-        self,
-        call: str,
-        code: str,
-        handle: str | None,
-        documents: Sequence[tuple[str, int, int]],
-        timeout: float | None,
-    ) -> None:
-        events = self._calls[call]
-        assert self._lock is not None
-        try:
-            async with self._lock:  # one call at a time, like a local session
-                self._last = time.monotonic()
-                spec = await self._spec(handle, documents)
-                session = await self._ensure(spec)
-
-                async def relay(prompts: Sequence[str], *, model: str | None = None) -> list[str]:
-                    return await self._relay(events, prompts, model)
-
-                result = await session.execute(code, timeout=timeout, sub_calls=relay)
-            await events.put({"kind": "done", "result": result})
-        except BaseException as exc:
-            await events.put({"kind": "failed", "error": f"{type(exc).__name__}: {exc}"})
-        finally:
-            self._running -= 1
-            self._tasks.pop(call, None)
-            self._last = time.monotonic()
-
-    async def _next(self, call: str) -> dict[str, Any]:
-        events = self._calls[call]
-        event = await events.get()
-        if event["kind"] in ("done", "failed"):
-            self._calls.pop(call, None)
-        return event
 
     async def read_variable(self, name: str) -> str | None:
         return None if self._session is None else await self._session.get_variable_text(name)
@@ -201,11 +186,15 @@ class SessionActor:
         """Close the worker; with `expired`, record that first. The actor then exits."""
         import ray
 
-        if expired:
+        if expired and self.name is not None:  # a standby never claimed has no record
+            me = ray.get_runtime_context().get_actor_name()
             with contextlib.suppress(Exception):
-                self._open_store().put_record(
-                    record_key(self.name), {"state": "expired", "idle": self.idle_seconds}
-                )
+                store = self._open_store()
+                key = record_key(self.name)
+                record = store.get_record(key)
+                if isinstance(record, dict) and record.get("actor") == me:  # still its session
+                    gone = {"state": "expired", "idle": self.idle_seconds}
+                    store.swap_record(key, record, gone)
         if self._session is not None:
             await self._session.close()
         ray.actor.exit_actor()  # type: ignore[no-untyped-call]
@@ -251,18 +240,3 @@ class SessionActor:
         elif spec is not None and self._session.context != spec:
             await self._session.set_context(spec)
         return self._session
-
-    async def _relay(
-        self, events: asyncio.Queue[dict[str, Any]], prompts: Sequence[str], model: str | None
-    ) -> list[str]:
-        rid = next(self._ids)
-        future: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[rid] = future
-        await events.put({"kind": "llm", "id": rid, "prompts": list(prompts), "model": model})
-        try:
-            ok, value = await future
-        finally:
-            self._replies.pop(rid, None)
-        if not ok:
-            raise RuntimeError(str(value))
-        return [str(v) for v in value]

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import logging
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -29,15 +30,21 @@ import anyio
 
 from rlm_mcp.cluster.actor import SessionActor, record_key
 from rlm_mcp.cluster.wire import ChannelClosed, read_frame, result_from_wire, write_frame
-from rlm_mcp.errors import ConfigError, SandboxError
+from rlm_mcp.errors import ConfigError, SandboxError, SessionBusyError
 from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits
 from rlm_mcp.sandbox.types import ErrorInfo, ExecResult, SubCallHandler
 
-__all__ = ["NAMESPACE", "RayPool", "RemoteSession", "actor_name"]
+__all__ = ["NAMESPACE", "RayPool", "RemoteSession", "session_name"]
+
+logger = logging.getLogger(__name__)
 
 NAMESPACE = "rlm_mcp"
 #: Seconds a live actor has to answer a ping before its session counts as lost.
 PING_SECONDS = 10.0
+#: Seconds a new actor (process start and imports) may take before the cluster counts as full.
+START_SECONDS = 60.0
+#: A standby taken by a new session is replaced this long after (not during its first read).
+REFILL_DELAY_SECONDS = 2.0
 #: Beyond the execute limit, how long a running call may go without an event from its actor.
 EVENT_SLACK_SECONDS = 30.0
 #: Actor handles a replica keeps (the rest are looked up by name again).
@@ -61,12 +68,13 @@ def expired_note(idle: float) -> str:
     )
 
 
-def actor_name(key: Hashable) -> str:
-    """The actor name of a session key: a hash of its typed parts, never client text."""
+def session_name(key: Hashable) -> str:
+    """The shared name of a session key: a hash of its typed parts, never client text. Its
+    record in the shared store names the actor that holds the session."""
     parts: Any = key
     if dataclasses.is_dataclass(key) and not isinstance(key, type):
         parts = dataclasses.astuple(key)
-    return "rlm-sess-" + hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
+    return "rlm-session-" + hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
 
 
 class Channel:
@@ -78,7 +86,8 @@ class Channel:
 
     async def ask(self, message: dict[str, Any], wait: float) -> dict[str, Any]:
         await write_frame(self.writer, message)
-        return await asyncio.wait_for(read_frame(self.reader), wait)
+        async with asyncio.timeout(wait):  # no task per read, unlike wait_for
+            return await read_frame(self.reader)
 
     def close(self) -> None:
         self.writer.close()
@@ -199,6 +208,7 @@ class RayPool:
         limits: SandboxLimits,
         idle_seconds: float,
         session_cpus: float = 0.25,
+        standby: int = 1,
     ) -> None:
         if not store_url:
             raise ConfigError(
@@ -216,6 +226,12 @@ class RayPool:
         self._cls: Any = None
         #: Handles of actors this replica has used (a lookup in Ray's GCS costs milliseconds).
         self._actors: OrderedDict[str, Any] = OrderedDict()
+        self.standby = standby
+        self._spares: list[tuple[str, Any, dict[str, Any]]] = []
+        self._starting = 0
+        self._spare_lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
+        self._closed = False
         self._endpoints: dict[str, dict[str, Any]] = {}
         self._idle: dict[str, list[Channel]] = {}
 
@@ -244,46 +260,140 @@ class RayPool:
         return self._cls
 
     def _find(self, name: str) -> tuple[Any, str | None]:
-        """(the live actor for `name`, the note for the caller); blocking, run in a thread."""
+        """(the live actor of session `name`, the note for the caller); blocking (a thread).
+
+        The session's record in the shared store names its actor, so any replica finds it. A
+        new session takes a standby actor (already started, with its worker running) when
+        there is one, and the record is written by compare-and-set: when two replicas start the
+        same session at once, one actor wins and the other goes back.
+        """
         import ray
 
-        cls = self._connect()
+        self._connect()
         known = self._actors.get(name)
         if known is not None:  # a dead one fails its call, which then answers "lost"
             return known, None
-        note: str | None = None
-        try:
-            actor = ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:
-            actor = None
-        if actor is not None:
-            try:
-                ray.get(actor.ping.remote(), timeout=PING_SECONDS)
-                self._remember(name, actor)
-                return actor, None
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                ray.kill(actor, no_restart=True)
+        key = record_key(name)
+        for _ in range(10):
+            record = self.store.get_record(key)
+            note: str | None = None
+            if isinstance(record, dict) and record.get("state") == "live":
+                actor = self._alive(str(record.get("actor", "")))
+                if actor is not None:
+                    self._remember(name, actor)
+                    return actor, None
                 note = LOST
-        record = self.store.get_record(record_key(name))
-        if note is None and isinstance(record, dict):
-            state = record.get("state")
-            idle = float(record.get("idle", self.idle_seconds))
-            note = expired_note(idle) if state == "expired" else LOST
-        actor = cls.options(
+            elif isinstance(record, dict):
+                note = expired_note(float(record.get("idle", self.idle_seconds)))
+            spare_name, spare, endpoint = self._take_spare()
+            try:
+                wait = PING_SECONDS if endpoint else START_SECONDS
+                ray.get(spare.claim.remote(name), timeout=wait)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                ray.kill(spare, no_restart=True)
+                if endpoint is not None:
+                    continue  # a standby that idled out or died: the next one
+                if isinstance(exc, ray.exceptions.GetTimeoutError):
+                    raise SessionBusyError(
+                        f"No room on the Ray cluster for another session within "
+                        f"{START_SECONDS:.0f}s (each asks {self.session_cpus} CPU): close "
+                        "sessions you no longer need, or add nodes."
+                    ) from None
+                raise SandboxError(f"a session actor failed to start: {exc}") from None
+            live = {"state": "live", "actor": spare_name}
+            if self.store.swap_record(key, record, live):
+                self._remember(name, spare)
+                if endpoint is not None:
+                    self._endpoints[name] = endpoint
+                return spare, note
+            ray.kill(spare, no_restart=True)  # another replica started this session first
+        raise SandboxError(f"session {name} is being started by several replicas; try again")
+
+    def _alive(self, actor_name_: str) -> Any:
+        """The actor by that name if it answers a ping in time, else None (killed if stuck)."""
+        import ray
+
+        try:
+            actor = ray.get_actor(actor_name_, namespace=NAMESPACE)
+        except ValueError:
+            return None
+        try:
+            ray.get(actor.ping.remote(), timeout=PING_SECONDS)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            ray.kill(actor, no_restart=True)
+            return None
+        return actor
+
+    def _take_spare(self) -> tuple[str, Any, dict[str, Any] | None]:
+        """A standby actor (and its channel's endpoint), or a new actor when none is ready;
+        either way, standbys are topped up in the background."""
+        with self._spare_lock:
+            taken = self._spares.pop() if self._spares else None
+        self._refill()
+        if taken is not None:
+            return taken
+        return (*self._new_actor(), None)
+
+    def _new_actor(self) -> tuple[str, Any]:
+        cls = self._connect()
+        name = "rlm-actor-" + secrets.token_hex(16)
+        return name, cls.options(
             name=name,
             namespace=NAMESPACE,
             lifetime="detached",
-            get_if_exists=True,
             max_restarts=0,
             max_concurrency=64,
             num_cpus=self.session_cpus,
             scheduling_strategy="SPREAD",
         ).remote(
-            name, self.limits, self.cache_dir, self.store_url, self.store_options, self.idle_seconds
+            None, self.limits, self.cache_dir, self.store_url, self.store_options, self.idle_seconds
         )
-        self.store.put_record(record_key(name), {"state": "live"})
-        self._remember(name, actor)
-        return actor, note
+
+    def _refill(self, delay: float = REFILL_DELAY_SECONDS) -> None:
+        """Start standbys until `standby` are ready or starting, each on a thread of its own,
+        after `delay` (a new session's first read of its context goes first)."""
+        with self._spare_lock:
+            wanted = self.standby - len(self._spares) - self._starting
+            self._starting += max(0, wanted)
+        for _ in range(max(0, wanted)):
+            timer = threading.Timer(delay, self._start_spare)
+            timer.daemon = True
+            with self._spare_lock:
+                self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+            timer.start()
+
+    def _start_spare(self) -> None:
+        import ray
+
+        if self._closed:
+            with self._spare_lock:
+                self._starting -= 1
+            return
+        try:
+            name, actor = self._new_actor()
+            endpoint = ray.get(actor.prepare.remote(), timeout=120)
+        except Exception:  # no standby this time: a session starts cold instead
+            logger.warning("a standby session actor failed to start", exc_info=True)
+            with self._spare_lock:
+                self._starting -= 1
+            return
+        with self._spare_lock:
+            self._starting -= 1
+            closed = self._closed
+            if not closed:
+                self._spares.append((name, actor, endpoint))
+        if closed:  # the replica closed while this standby started: nobody would take it
+            ray.kill(actor, no_restart=True)
+
+    def ready_standbys(self) -> int:
+        """How many standby actors are started and waiting for a session."""
+        with self._spare_lock:
+            return len(self._spares)
+
+    def warm(self) -> None:
+        """Connect and start the standbys now (a server calls this at start-up)."""
+        self._connect()
+        self._refill(delay=0.0)
 
     def _remember(self, name: str, actor: Any) -> None:
         self._actors[name] = actor
@@ -302,7 +412,7 @@ class RayPool:
         run_slot: bool = True,
         spare: bool = False,
     ) -> AsyncIterator[RemoteSession]:
-        name = actor_name(key)
+        name = session_name(key)
         known = self._actors.get(name)
         if known is not None:  # the common case costs no thread hop
             actor, note = known, None
@@ -359,15 +469,18 @@ class RayPool:
         await anyio.to_thread.run_sync(drop)
 
     async def close(self, key: Hashable, *, why: str | None = None) -> None:
-        name = actor_name(key)
+        name = session_name(key)
         self.drop(name)
 
         def drop() -> None:
             import ray
 
             self._connect()
-            with suppress(ValueError):
-                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            record = self.store.get_record(record_key(name))
+            if isinstance(record, dict) and record.get("actor"):
+                with suppress(ValueError):
+                    actor = ray.get_actor(str(record["actor"]), namespace=NAMESPACE)
+                    ray.kill(actor, no_restart=True)
             self.store.delete_record(record_key(name))
 
         await anyio.to_thread.run_sync(drop)
@@ -376,4 +489,20 @@ class RayPool:
         return 0  # each actor expires itself
 
     async def aclose(self) -> None:
-        """Nothing to close: sessions are detached and outlive this replica (that is the point)."""
+        """Stop this replica's unclaimed standbys. Sessions are detached and outlive the
+        replica: that is the point."""
+        with self._spare_lock:
+            self._closed = True
+            spares, self._spares = self._spares, []
+            for timer in self._timers:
+                timer.cancel()
+        if spares:
+            import ray
+
+            for _, actor, _ in spares:
+                with suppress(Exception):
+                    ray.kill(actor, no_restart=True)
+        for channels in self._idle.values():
+            for channel in channels:
+                channel.close()
+        self._idle.clear()

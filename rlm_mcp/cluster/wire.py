@@ -46,7 +46,8 @@ async def write_frame(writer: asyncio.StreamWriter, value: dict[str, Any]) -> No
     data = json.dumps(value, separators=(",", ":")).encode("utf-8", "surrogatepass")
     try:
         writer.write(_HEADER.pack(len(data)) + data)
-        await writer.drain()
+        if writer.transport.get_write_buffer_size():  # only wait when the socket is full
+            await writer.drain()
     except (ConnectionError, RuntimeError) as exc:
         raise ChannelClosed(str(exc) or type(exc).__name__) from None
 

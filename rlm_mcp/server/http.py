@@ -139,6 +139,8 @@ def serve(
 
     app = http_app(runtime, host=host, port=port)
     check_port(host, port)
+    if runtime.settings.ray_address:  # connect and start a standby session before serving
+        runtime.repl_pool().warm()
     shown = f"[{host}]" if ":" in host else host
     print(f"rlm-mcp: serving MCP (streamable HTTP) at http://{shown}:{port}/mcp", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning")

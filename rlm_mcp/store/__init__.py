@@ -555,6 +555,11 @@ class ContextStore(Reads, Upkeep):
     def get_record(self, key: tuple[str, ...]) -> Any:
         return self._cache.get(("rec", *key))
 
+    def swap_record(self, key: tuple[str, ...], expected: Any, value: Any) -> bool:
+        """Set the record to `value` if it still holds `expected` (None: absent), atomically
+        across processes and replicas; False if someone changed it first."""
+        return swap(self._cache, ("rec", *key), expected, value)
+
     def delete_record(self, key: tuple[str, ...]) -> None:
         self._cache.delete(("rec", *key))
 

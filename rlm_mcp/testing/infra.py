@@ -24,6 +24,8 @@ from typing import Any
 __all__ = ["Bucket", "free_port", "haproxy", "missing", "ray_cluster", "seaweedfs"]
 
 BUCKET = "rlm-mcp-test"
+#: Ray's own (case-sensitive) system-config variable for its workers' priority.
+_NICENESS = "RAY_worker_niceness"
 
 
 def free_port() -> int:
@@ -174,16 +176,28 @@ class RayCluster:
 
 @contextlib.contextmanager
 def ray_cluster(nodes: int = 2) -> Iterator[RayCluster]:
-    """A head (no CPUs: it schedules nothing) and `nodes` worker nodes of one CPU each."""
+    """A head (no CPUs: it schedules nothing) and `nodes` worker nodes of one CPU each.
+
+    Ray starts its workers at nice 15 unless RAY_worker_niceness says otherwise; sessions share
+    this machine with the replica and the S3 server, so they run at the default priority, as
+    docs/deployment.md advises for nodes that run anything else."""
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": False},
-    )
-    workers = [cluster.add_node(num_cpus=1) for _ in range(nodes)]
-    cluster.wait_for_nodes()
+    before = os.environ.get(_NICENESS)
+    os.environ[_NICENESS] = "0"  # read by each raylet when it starts
+    try:
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "include_dashboard": False},
+        )
+        workers = [cluster.add_node(num_cpus=1) for _ in range(nodes)]
+        cluster.wait_for_nodes()
+    finally:
+        if before is None:
+            os.environ.pop(_NICENESS, None)
+        else:
+            os.environ[_NICENESS] = before
     try:
         yield RayCluster(cluster, workers)
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -33,8 +33,10 @@ def _pool(bucket: Bucket, ray_nodes: RayCluster, tmp_path: Path, idle: float) ->
 
 
 @pytest.fixture
-def pool(bucket: Bucket, ray_nodes: RayCluster, tmp_path: Path) -> RayPool:
-    return _pool(bucket, ray_nodes, tmp_path, idle=600)
+async def pool(bucket: Bucket, ray_nodes: RayCluster, tmp_path: Path) -> AsyncIterator[RayPool]:
+    made = _pool(bucket, ray_nodes, tmp_path, idle=600)
+    yield made
+    await made.aclose()  # its standby goes too: the cluster has room for 8 actors
 
 
 async def test_llm_query_is_answered_by_the_calling_replica(pool: RayPool) -> None:
@@ -125,3 +127,56 @@ async def test_an_idle_session_expires_and_its_next_call_says_so(
     assert r.reset is True
     assert any("expired" in n for n in r.notes), r.notes
     await pool.close(key)
+    await pool.aclose()
+
+
+async def test_the_direct_channel_admits_only_the_holder_of_its_secret(pool: RayPool) -> None:
+    import asyncio
+    import json
+    import struct
+
+    key = ("t", secrets.token_hex(4))
+    async with pool.lease(key) as s:
+        await s.execute("secret_var = 41")
+        endpoint = dict(await s.actor.channel.remote())
+
+    async def attempt(hello: dict[str, object]) -> bytes:
+        reader, writer = await asyncio.open_connection(endpoint["host"], endpoint["port"])
+        for frame in (hello, {"op": "start", "call": "x", "code": "print(secret_var)"}):
+            data = json.dumps(frame).encode()
+            writer.write(struct.pack(">I", len(data)) + data)
+        await writer.drain()
+        try:  # a frame, or b"" when the actor closes the connection first
+            return await asyncio.wait_for(reader.read(65536), 30)
+        finally:
+            writer.close()
+
+    assert await attempt({"secret": "0" * 32}) == b""  # closed, nothing ran, nothing said
+    assert await attempt({}) == b""
+    assert b"41" in await attempt({"secret": endpoint["secret"]})  # the real one works
+    await pool.close(key)
+
+
+async def test_a_new_session_takes_the_standby_and_a_new_one_is_started(pool: RayPool) -> None:
+    import anyio
+
+    from rlm_mcp.cluster.actor import record_key
+    from rlm_mcp.cluster.pool import session_name
+
+    pool.warm()
+    with anyio.fail_after(120):
+        while not pool.ready_standbys():
+            await anyio.sleep(0.1)
+    standby = pool._spares[0][0]
+    key = ("t", secrets.token_hex(4))
+    async with pool.lease(key) as s:
+        r = await s.execute("print(1)")
+    assert r.output.strip() == "1"
+    record = pool.store.get_record(record_key(session_name(key)))
+    assert record == {"state": "live", "actor": standby}  # any replica finds it by this
+    with anyio.fail_after(120):
+        while not pool.ready_standbys():  # the replacement, started after the session's start
+            await anyio.sleep(0.1)
+    assert pool._spares[0][0] != standby
+    await pool.close(key)
+    assert pool.store.get_record(record_key(session_name(key))) is None

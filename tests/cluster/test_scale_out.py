@@ -126,8 +126,10 @@ async def test_two_replicas_behind_haproxy_share_contexts_and_sessions(
         pytest.skip(why)
     import ray
 
-    from rlm_mcp.cluster import NAMESPACE, actor_name
+    from rlm_mcp.cluster import NAMESPACE, session_name
+    from rlm_mcp.cluster.actor import record_key
     from rlm_mcp.server.identity import SessionKey
+    from rlm_mcp.store import ContextStore
 
     log = tmp_path / "app.log"
     errors = _big_log(log, 100)
@@ -206,9 +208,12 @@ async def test_two_replicas_behind_haproxy_share_contexts_and_sessions(
                 # kill the Ray node that holds the session: the next call says "session lost"
                 if not ray.is_initialized():  # another test's RayPool may have connected
                     ray.init(address=ray_nodes.address, namespace=NAMESPACE, log_to_driver=False)
-                actor = ray.get_actor(
-                    actor_name(SessionKey("handle", None, "", session)), namespace=NAMESPACE
+                records = ContextStore(
+                    tmp_path / "probe", shared=bucket.url(prefix), shared_options=bucket.options
                 )
+                name = session_name(SessionKey("handle", None, "", session))
+                held_by = records.get_record(record_key(name))["actor"]
+                actor = ray.get_actor(held_by, namespace=NAMESPACE)
                 node = ray.get(actor.ping.remote(), timeout=30)
                 ray_nodes.kill(ray_nodes.node_of(node))
                 lost = await _repl(lb, "print('n' in locals())", session)
