@@ -53,6 +53,7 @@ def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
         (["rm", "ctx_000000000000"], ["not found"]),
         (["complete", "--context", "ctx_000000000000", "--query", "q"], ["neither a file"]),
         (["--log-level", "LOUD", "contexts"], ["LOUD"]),
+        (["serve", "--transport", "http", "--stateless"], ["RLM_MCP_STORE", "RLM_MCP_RAY_ADDRESS"]),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(
