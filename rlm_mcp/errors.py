@@ -11,7 +11,8 @@ RLMError                          every error rlm-mcp raises on purpose
 │   ├── InputTooLargeError        a load or a read over a configured cap
 │   ├── UnreadablePathError       missing path, no permission, nothing textual to load
 │   ├── InvalidNameError          a name that breaks the naming rules (empty, ctx_..., controls)
-│   └── NameTakenError            a name already names other content (re-point with replace)
+│   ├── NameTakenError            a name already names other content (re-point with replace)
+│   └── StoreUnavailableError     the shared bucket (RLM_MCP_STORE) cannot be reached or refused
 ├── SandboxError                  host-side misuse of a REPL session (closed session, bad limits)
 │   ├── SessionBusyError          no room for another session right now; retry later
 │   └── SessionExpiredError       a session handle that is unknown, expired or someone else's
@@ -48,6 +49,7 @@ __all__ = [
     "SandboxError",
     "SessionBusyError",
     "SessionExpiredError",
+    "StoreUnavailableError",
     "TrajectoryError",
     "UnreadablePathError",
 ]
@@ -124,6 +126,10 @@ class InvalidNameError(ContextError):
 
 class NameTakenError(ContextError):
     """A name already points at other content; pass replace=True to re-point it."""
+
+
+class StoreUnavailableError(ContextError):
+    """The shared store's bucket did not answer, or refused a request (credentials, endpoint)."""
 
 
 class InputTooLargeError(ContextError):

@@ -199,6 +199,8 @@ class Runtime:
                 "RLM_MCP_STORE (contexts in a shared bucket) and RLM_MCP_RAY_ADDRESS (sessions "
                 "on a Ray cluster); see docs/deployment.md."
             )
+        if s.store:  # a bucket that cannot be used is said at start-up, not at the first call
+            self.store().check()
         if s.ray_address and not s.store:
             raise ConfigError(
                 "RLM_MCP_RAY_ADDRESS needs RLM_MCP_STORE: sessions on other nodes read their "

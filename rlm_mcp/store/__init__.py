@@ -186,7 +186,7 @@ class ContextStore(Reads, Upkeep):
             from rlm_mcp.store.shared import SharedCache, open_bucket
 
             bucket = open_bucket(shared, shared_options or {})
-            self._cache = SharedCache(bucket, self._cache, self._tmp)
+            self._cache = SharedCache(bucket, self._cache, self._tmp, label=shared)
 
     # -- lifecycle
     def close(self) -> None:
@@ -546,6 +546,13 @@ class ContextStore(Reads, Upkeep):
     def get(self, handle_or_name: str) -> StoredContext:
         """The stored context named or handled `handle_or_name`, to pass to `RLM.completion`."""
         return StoredContext(self, self._lookup(handle_or_name)[0])
+
+    def check(self) -> None:
+        """Raise StoreUnavailableError now, in one line, if the shared bucket cannot be used
+        (a server calls this at start-up); nothing to check for a local store."""
+        probe = getattr(self._cache, "probe", None)
+        if probe is not None:
+            probe()
 
     # -- small shared records (a cluster's session states)
     def put_record(self, key: tuple[str, ...], value: Any) -> None:

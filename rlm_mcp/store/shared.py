@@ -30,12 +30,14 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from rlm_mcp.errors import ConfigError, ContextNotFoundError
+from rlm_mcp.errors import ConfigError, ContextNotFoundError, StoreUnavailableError
 
 __all__ = ["SharedCache", "open_bucket", "s3_options"]
 
@@ -86,10 +88,26 @@ def open_bucket(url: str, options: Mapping[str, str]) -> Any:
         ) from None
     opts = dict(options)
     endpoint = opts.pop("endpoint_url", None)
-    kwargs: dict[str, Any] = {}
+    # a bucket that does not answer fails a call in seconds, not after minutes of retries
+    client: dict[str, Any] = {
+        "connect_timeout": timedelta(seconds=5),
+        "timeout": timedelta(minutes=5),
+    }
+    kwargs: dict[str, Any] = {
+        "client_options": client,
+        "retry_config": {
+            "max_retries": 3,
+            "retry_timeout": timedelta(seconds=20),
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=100),
+                "max_backoff": timedelta(seconds=2),
+                "base": 2,
+            },
+        },
+    }
     if endpoint:
         kwargs["endpoint"] = endpoint
-        kwargs["client_options"] = {"allow_http": endpoint.startswith("http://")}
+        client["allow_http"] = endpoint.startswith("http://")
     keys = ("access_key_id", "secret_access_key", "session_token", "region")
     config: dict[str, Any] = {k: opts[k] for k in keys if opts.get(k)}
     config.setdefault("region", "us-east-1")
@@ -148,6 +166,30 @@ def _blob(key: Any) -> bool:
     return isinstance(key, str) and key.split(":", 1)[0] in _BLOB_KINDS
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    """Turn the object store's own errors (unreachable, refused, throttled past the retries)
+    into one StoreUnavailableError that says where and what to check."""
+
+    @wraps(method)
+    def call(self: SharedCache, *args: Any, **kwargs: Any) -> Any:
+        from obstore.exceptions import BaseError
+
+        try:
+            return method(self, *args, **kwargs)
+        except BaseError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise StoreUnavailableError(
+                f"The shared store {self.label} failed a request ({type(exc).__name__}: "
+                f"{first}). Check that it is up, AWS_ENDPOINT_URL, the credentials, and that the "
+                "bucket exists; nothing was half-written."
+            ) from None
+
+    return call  # type: ignore[return-value]
+
+
 class SharedCache:
     """The subset of `diskcache.Cache` that `ContextStore` uses, kept in an object store.
 
@@ -155,10 +197,11 @@ class SharedCache:
     cache of texts and indexes. `tmp` is where downloads are written before they are renamed in.
     """
 
-    def __init__(self, objects: Any, local: Any, tmp: Path) -> None:
+    def __init__(self, objects: Any, local: Any, tmp: Path, label: str = "bucket") -> None:
         import obstore
 
         self._obs = obstore
+        self.label = label
         self.objects = objects
         self.local = local
         self._tmp = tmp
@@ -173,6 +216,7 @@ class SharedCache:
             return None
         return _decode(bytes(result.bytes())), result.meta.get("e_tag")
 
+    @_guarded
     def get(self, key: Any, default: Any = None, read: bool = False, **_: Any) -> Any:
         if _blob(key):
             return self._get_blob(key, default, read)
@@ -184,12 +228,14 @@ class SharedCache:
             return default if value["__expires"] < time.time() else value.get("v")
         return value
 
+    @_guarded
     def set(self, key: Any, value: Any, read: bool = False, **_: Any) -> bool:
         if _blob(key):
             return self._put_blob(key, value, read)
         self._obs.put(self.objects, key_path(key), _encode(value))
         return True
 
+    @_guarded
     def add(
         self, key: Any, value: Any, expire: float | None = None, read: bool = False, **_: Any
     ) -> bool:
@@ -223,6 +269,7 @@ class SharedCache:
                 return False
         return False
 
+    @_guarded
     def compare_and_set(self, key: Any, expected: Any, value: Any) -> bool:
         """Set `key` to `value` if it now holds `expected` (None: absent); False if it moved."""
         found = self._get(key)
@@ -236,12 +283,14 @@ class SharedCache:
         except self._exc("PreconditionError", "AlreadyExistsError"):
             return False
 
+    @_guarded
     def delete(self, key: Any, **_: Any) -> bool:
         if _blob(key):
             self.local.delete(key)
         self._obs.delete(self.objects, key_path(key))
         return True
 
+    @_guarded
     def __contains__(self, key: Any) -> bool:
         if _blob(key) and key in self.local:
             return True
@@ -251,13 +300,22 @@ class SharedCache:
             return False
         return True
 
+    @_guarded
     def iterkeys(self) -> Iterator[Any]:
+        """Every key in the bucket, listed whole first (so a failure is raised here)."""
+        keys = []
         for batch in self._obs.list(self.objects, chunk_size=1000):
             for meta in batch:
                 try:
-                    yield path_key(meta["path"])
+                    keys.append(path_key(meta["path"]))
                 except (ValueError, IndexError, UnicodeDecodeError):
                     continue  # not one of ours
+        return iter(keys)
+
+    @_guarded
+    def probe(self) -> None:
+        """One cheap request: fails now, in one line, if the bucket cannot be used."""
+        next(iter(self._obs.list(self.objects, chunk_size=1)), None)
 
     def close(self) -> None:
         self.local.close()
@@ -362,6 +420,7 @@ class SharedCache:
                 "changed in the bucket); load the text again."
             )
 
+    @_guarded
     def prune_local(self) -> int:
         """Drop local copies of contexts the bucket no longer has (deleted or evicted by any
         replica); returns how many values went."""

@@ -160,3 +160,66 @@ def test_a_large_load_goes_up_in_parts_and_comes_back_whole(bucket: Bucket, tmp_
     assert info.bytes > 2 * shared.PART_BYTES  # more than two parts
     assert b.text_path(info.handle).stat().st_size == src.stat().st_size
     assert b.read(info.handle, start=info.chars - len(line), length=len(line)) == line
+
+
+def _dead_endpoint() -> str:
+    from rlm_mcp.testing.infra import free_port
+
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there
+
+
+def test_an_unreachable_bucket_is_one_clear_error_in_seconds(tmp_path: Path) -> None:
+    import time
+
+    from rlm_mcp.errors import StoreUnavailableError
+
+    options = {"endpoint_url": _dead_endpoint(), "access_key_id": "k", "secret_access_key": "s"}
+    store = ContextStore(tmp_path, shared="s3://nowhere/x", shared_options=options)
+    t = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="AWS_ENDPOINT_URL") as caught:
+        store.check()
+    assert time.monotonic() - t < 30  # bounded retries, not minutes
+    assert "s3://nowhere/x" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(StoreUnavailableError):
+        store.load_text("never half-written")
+    with pytest.raises(StoreUnavailableError):
+        store.info("some-name")
+
+
+def test_a_missing_bucket_is_refused_at_start_up(bucket: Bucket, tmp_path: Path) -> None:
+    from rlm_mcp.errors import StoreUnavailableError
+
+    store = ContextStore(
+        tmp_path, shared="s3://no-such-bucket-here/x", shared_options=bucket.options
+    )
+    with pytest.raises(StoreUnavailableError, match="bucket exists"):
+        store.check()
+    ContextStore(tmp_path / "ok", shared=bucket.url("fine"), shared_options=bucket.options).check()
+
+
+def test_serve_with_an_unreachable_bucket_stops_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RLM_MCP_", "AWS_"))}
+    env.update(
+        {
+            "RLM_MCP_HOME": str(tmp_path),
+            "RLM_MCP_STORE": "s3://nowhere/x",
+            "AWS_ENDPOINT_URL": _dead_endpoint(),
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlm_mcp", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "shared store" in lines[0], proc.stderr
