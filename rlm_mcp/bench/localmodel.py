@@ -233,10 +233,10 @@ def ask(c):
 
 
 final = "NONE"
-todo = chunks
+pending = chunks
 for attempt in range(3):
     retry = []
-    for c, a in zip(todo, llm_query_batched([ask(c) for c in todo])):
+    for c, a in zip(pending, llm_query_batched([ask(c) for c in pending])):
         for num in re.findall(r"\\d{{7}}", a):
             if ("magic number for " + key + " is " + num + ".") in context:  # verify in the REPL
                 final = num
@@ -246,7 +246,7 @@ for attempt in range(3):
                     retry.append(c.replace(other.group(0), ""))
     if final != "NONE" or not retry:
         break
-    todo = retry
+    pending = retry
 print(final)
 ```"""
 

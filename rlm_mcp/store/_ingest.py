@@ -126,7 +126,7 @@ class Ingester:
         self._made = 1
         self._buf = bytearray(self._chunk + 4)
         self._fill = 0  # bytes at the front of _buf carried over from the previous chunk
-        self._todo: queue.Queue[_Item] = queue.Queue()
+        self._work: queue.Queue[_Item] = queue.Queue()
         self._src_fd = -1  # the file being fed, when its bytes may be copied by the kernel
         self._src_base = -1  # offset in that file of _buf[0]
         self._kernel_copy = hasattr(os, "copy_file_range")
@@ -179,7 +179,7 @@ class Ingester:
 
     def _barrier(self) -> None:
         done = threading.Event()
-        self._todo.put(done)
+        self._work.put(done)
         while not done.wait(0.5):
             self._raise_if_failed()
         self._raise_if_failed()
@@ -264,7 +264,7 @@ class Ingester:
         view.release()
         self._fill = carry
         self._buf = nxt
-        self._todo.put((segments, buf, self._src_fd))
+        self._work.put((segments, buf, self._src_fd))
         if self.max_bytes is not None and nbytes > self.max_bytes:
             raise InputTooLargeError(
                 f"{self.label} is over the {self.max_bytes:,}-byte limit for one context; load a "
@@ -285,7 +285,7 @@ class Ingester:
     # -- the helper thread: hash and write, in order
     def _drain(self) -> None:
         while True:
-            item = self._todo.get()
+            item = self._work.get()
             if item is None:
                 return
             if isinstance(item, threading.Event):
@@ -351,7 +351,7 @@ class Ingester:
             return
         self._closed = True
         try:
-            self._todo.put(None)
+            self._work.put(None)
             self._thread.join()
         finally:
             self._handoff.close()
