@@ -67,7 +67,7 @@ class SessionActor:
         self._running = 0
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._lock: asyncio.Lock | None = None
+        self._lock = asyncio.Lock()  # one call at a time, like a local session
         self._server: asyncio.Server | None = None
         self._endpoint: dict[str, Any] | None = None
 
@@ -84,7 +84,6 @@ class SessionActor:
         store opened, the channel listening. Returns the channel's endpoint."""
         await asyncio.to_thread(self._open_store)
         self._start_reaper()
-        assert self._lock is not None
         async with self._lock:
             session = await self._ensure(None)
             await session.execute("pass")  # the worker's first call pays its lazy set-up
@@ -153,13 +152,12 @@ class SessionActor:
             return [str(v) for v in reply.get("value") or []]
 
         self._start_reaper()
-        assert self._lock is not None
         self._running += 1
         task = asyncio.current_task()
         if task is not None:
             self._tasks[call] = task
         try:
-            async with self._lock:  # one call at a time, like a local session
+            async with self._lock:
                 self._last = time.monotonic()
                 spec = await self._spec(msg.get("handle"), documents)
                 session = await self._ensure(spec)
@@ -178,9 +176,6 @@ class SessionActor:
         task = self._tasks.get(call)
         if task is not None:
             task.cancel()
-
-    async def read_variable(self, name: str) -> str | None:
-        return None if self._session is None else await self._session.get_variable_text(name)
 
     async def shutdown(self, expired: bool = False) -> None:
         """Close the worker; with `expired`, record that first. The actor then exits."""
@@ -202,7 +197,6 @@ class SessionActor:
     # -- inside
     def _start_reaper(self) -> None:
         if self._reaper is None:
-            self._lock = asyncio.Lock()
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
     async def _reap(self) -> None:

@@ -1,9 +1,9 @@
 """`run_repl` sessions on a Ray cluster: any replica finds a session by its key, wherever it runs.
 
-`RayPool` has the surface of `SessionPool` that `run_repl` uses (`lease`, `close`). Each session
-key maps to one named, detached `SessionActor` in the ``rlm_mcp`` namespace (the name is a hash
-of the key's typed parts, so no client input spells it). The shared store keeps each session's
-state ("live" or "expired") so that a replica that finds no actor can tell the client why:
+`RayPool` has the part of `SessionPool` that `run_repl` uses (`lease`, `close`, `aclose`). A
+session key has a shared name (a hash of the key's typed parts, so no client input spells it);
+the session's record in the shared store, under that name, names the detached actor that holds
+it ("live") or says it expired. A replica that finds no live actor tells the client why:
 
 - a session that idled out says it expired (after RLM_MCP_SESSION_IDLE_SECONDS);
 - one whose node or actor died says it was lost;
@@ -104,9 +104,6 @@ class RemoteSession:
         self.sub_calls: SubCallHandler | None = None
         self._note = note
 
-    async def node_id(self) -> str:
-        return str(await self.actor.ping.remote())
-
     async def execute(
         self,
         code: str,
@@ -143,10 +140,10 @@ class RemoteSession:
                 ok, value = await _answer(handler, event)
                 answer = {"op": "answer", "call": call, "id": event["id"], "ok": ok}
                 event = await channel.ask({**answer, "value": value}, wait)
+            if event.get("kind") != "done":
+                raise SandboxError(f"the cluster session answered {event.get('kind')!r}")
             self.pool.release(self.name, channel)
-            if event.get("kind") == "done":
-                return self._noted(result_from_wire(event["result"]))
-            raise SandboxError(f"the cluster session failed: {event.get('error')}")
+            return self._noted(result_from_wire(event["result"]))
         except (RayActorError, ChannelClosed, OSError, TimeoutError):
             if channel is not None:
                 channel.close()
@@ -170,10 +167,6 @@ class RemoteSession:
                 channel.close()  # mid-call: this connection is done; the code is interrupted
             self.actor.cancel.remote(call)
             raise
-
-    async def get_variable_text(self, name: str) -> str | None:
-        value = await self.actor.read_variable.remote(name)
-        return None if value is None else str(value)
 
     def _noted(self, result: ExecResult) -> ExecResult:
         if self._note is None:
@@ -234,12 +227,6 @@ class RayPool:
         self._closed = False
         self._endpoints: dict[str, dict[str, Any]] = {}
         self._idle: dict[str, list[Channel]] = {}
-
-    def __len__(self) -> int:
-        return 0  # sessions live on the cluster, not in this process
-
-    def live_keys(self) -> list[Hashable]:
-        return []
 
     def _connect(self) -> Any:
         if self._cls is None:
@@ -455,38 +442,29 @@ class RayPool:
         for channel in self._idle.pop(name, []):
             channel.close()
 
-    async def forget(self, name: str, actor: Any) -> None:
-        """A session found dead: kill what is left, and let its next call start fresh."""
-        import ray
-
+    async def forget(self, name: str, actor: Any = None) -> None:
+        """End session `name`: kill its actor (`actor`, or the one its record names) and delete
+        its record, so that its next call starts fresh."""
         self.drop(name)
 
-        def drop() -> None:
-            with suppress(Exception):  # already gone
-                ray.kill(actor, no_restart=True)
-            self.store.delete_record(record_key(name))
-
-        await anyio.to_thread.run_sync(drop)
-
-    async def close(self, key: Hashable, *, why: str | None = None) -> None:
-        name = session_name(key)
-        self.drop(name)
-
-        def drop() -> None:
+        def gone() -> None:
             import ray
 
             self._connect()
+            target = actor
             record = self.store.get_record(record_key(name))
-            if isinstance(record, dict) and record.get("actor"):
+            if target is None and isinstance(record, dict) and record.get("actor"):
                 with suppress(ValueError):
-                    actor = ray.get_actor(str(record["actor"]), namespace=NAMESPACE)
-                    ray.kill(actor, no_restart=True)
+                    target = ray.get_actor(str(record["actor"]), namespace=NAMESPACE)
+            if target is not None:
+                with suppress(Exception):  # already gone
+                    ray.kill(target, no_restart=True)
             self.store.delete_record(record_key(name))
 
-        await anyio.to_thread.run_sync(drop)
+        await anyio.to_thread.run_sync(gone)
 
-    async def reap_idle(self) -> int:
-        return 0  # each actor expires itself
+    async def close(self, key: Hashable, *, why: str | None = None) -> None:
+        await self.forget(session_name(key))
 
     async def aclose(self) -> None:
         """Stop this replica's unclaimed standbys. Sessions are detached and outlive the
