@@ -249,12 +249,8 @@ class SharedCache:
                 return False
             return self._put_blob(key, value, read)
         payload = value if expire is None else {"__expires": time.time() + expire, "v": value}
-        path = key_path(key)
-        try:
-            self._obs.put(self.objects, path, _encode(payload), mode="create")
+        if self._put_if(key, payload, None):
             return True
-        except self._exc("AlreadyExistsError", "PreconditionError"):
-            pass
         if expire is None:
             return False
         found = self._get(key)
@@ -262,11 +258,7 @@ class SharedCache:
             return self.add(key, value, expire=expire)
         old, etag = found
         if isinstance(old, dict) and old.get("__expires", 0) < time.time() and etag:
-            try:
-                self._obs.put(self.objects, path, _encode(payload), mode={"e_tag": etag})
-                return True
-            except self._exc("PreconditionError", "AlreadyExistsError"):
-                return False
+            return self._put_if(key, payload, etag)
         return False
 
     @_guarded
@@ -274,9 +266,14 @@ class SharedCache:
         """Set `key` to `value` if it now holds `expected` (None: absent); False if it moved."""
         found = self._get(key)
         current, etag = found if found is not None else (None, None)
-        if current != expected:
+        if current != expected or (found is not None and not etag):
             return False
-        mode: Any = "create" if found is None else {"e_tag": etag}
+        return self._put_if(key, value, etag)
+
+    def _put_if(self, key: Any, value: Any, etag: str | None) -> bool:
+        """Write `value` only if `key` is absent (`etag` None: If-None-Match) or still the
+        version `etag` names (If-Match); False when another writer got there first."""
+        mode: Any = "create" if etag is None else {"e_tag": etag}
         try:
             self._obs.put(self.objects, key_path(key), _encode(value), mode=mode)
             return True
