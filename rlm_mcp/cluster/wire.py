@@ -1,28 +1,23 @@
-"""The direct channel between a replica and a session actor: length-prefixed JSON frames over TCP.
+"""The direct channel between a replica and a session actor: the sandbox's own frames
+(`rlm_mcp.sandbox.protocol`: 4-byte length + UTF-8 JSON, the same size cap) over TCP.
 
 Ray places, names and supervises a session; once placed, a call goes straight to the actor over
 one TCP connection, because a Ray actor call costs milliseconds where a local worker answers in
-a fraction of one. Ray remains the fallback and the way a replica learns the channel's address
-and its secret. A connection must present that secret first (compared in constant time), and
-frames are JSON, never pickles, so nothing a peer sends can run code.
+a fraction of one. Ray remains the way a replica learns the channel's address and its secret. A
+connection must present that secret first (compared in constant time), and frames are JSON,
+never pickles, so nothing a peer sends can run code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import struct
 from typing import Any
 
+from rlm_mcp.sandbox.protocol import FrameTooLargeError, decode, encode, header_length
 from rlm_mcp.sandbox.types import ErrorInfo, ExecResult, FinalAnswer, VariableInfo
 
-__all__ = ["MAX_FRAME", "ChannelClosed", "read_frame", "result_from_wire", "result_to_wire",
-           "write_frame"]  # fmt: skip
-
-#: Largest frame either side accepts (a batch of long llm_query prompts fits).
-MAX_FRAME = 512 * 1024 * 1024
-_HEADER = struct.Struct(">I")
+__all__ = ["ChannelClosed", "read_frame", "result_from_wire", "result_to_wire", "write_frame"]
 
 
 class ChannelClosed(ConnectionError):
@@ -31,24 +26,18 @@ class ChannelClosed(ConnectionError):
 
 async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
     try:
-        (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-        if size > MAX_FRAME:
-            raise ChannelClosed(f"frame of {size:,} bytes is over the {MAX_FRAME:,} limit")
-        value = json.loads(await reader.readexactly(size))
-    except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+        size = header_length(await reader.readexactly(4))
+        return decode(await reader.readexactly(size))
+    except (asyncio.IncompleteReadError, ConnectionError, FrameTooLargeError, ValueError) as exc:
         raise ChannelClosed(str(exc) or type(exc).__name__) from None
-    if not isinstance(value, dict):
-        raise ChannelClosed("a frame must be a JSON object")
-    return value
 
 
 async def write_frame(writer: asyncio.StreamWriter, value: dict[str, Any]) -> None:
-    data = json.dumps(value, separators=(",", ":")).encode("utf-8", "surrogatepass")
     try:
-        writer.write(_HEADER.pack(len(data)) + data)
+        writer.write(encode(value))
         if writer.transport.get_write_buffer_size():  # only wait when the socket is full
             await writer.drain()
-    except (ConnectionError, RuntimeError) as exc:
+    except (ConnectionError, RuntimeError, FrameTooLargeError) as exc:
         raise ChannelClosed(str(exc) or type(exc).__name__) from None
 
 

@@ -7,7 +7,14 @@ import re
 import struct
 from typing import Any, BinaryIO
 
-__all__ = ["MAX_FRAME_BYTES", "FrameTooLargeError", "decode", "encode", "read_frame_sync"]
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "FrameTooLargeError",
+    "decode",
+    "encode",
+    "header_length",
+    "read_frame_sync",
+]
 
 #: Replies are capped; the context itself travels by path, never in a frame.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
