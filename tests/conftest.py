@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from rlm_mcp.testing.infra import free_port
+
 RLM_MCP = shutil.which("rlm-mcp") or str(Path(sys.executable).with_name("rlm-mcp"))
 
 
@@ -40,6 +42,10 @@ class ServedHTTP:
     url: str
     process: subprocess.Popen[bytes]
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+
     def worker_pids(self) -> set[int]:
         """The server's child processes (its sandbox workers), from /proc."""
         found: set[int] = set()
@@ -53,21 +59,20 @@ class ServedHTTP:
 
 @pytest.fixture
 def serve_http(tmp_path: Path) -> Iterator[Callable[..., ServedHTTP]]:
-    """Start HTTP servers with extra environment variables; all are stopped after the test.
+    """Start HTTP servers with extra flags and environment variables; all are stopped after
+    the test.
 
     Security and load tests need a real HTTP server (bearer tokens, Mcp-Session-Id, several
     clients); tests/test_transports.py covers the transports themselves.
     """
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(**env: str) -> ServedHTTP:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+    def start(*flags: str, **env: str) -> ServedHTTP:
+        port = free_port()
         full = {k: v for k, v in os.environ.items() if not k.startswith("RLM_MCP_")}
         full.update({"RLM_MCP_HOME": str(tmp_path / f"home-{port}"), **env})
         proc = subprocess.Popen(
-            [RLM_MCP, "serve", "--transport", "http", "--port", str(port)],
+            [RLM_MCP, "serve", "--transport", "http", "--port", str(port), *flags],
             env=full,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -12,6 +12,8 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
+from rlm_mcp.testing.infra import free_port
+
 RLM_MCP = shutil.which("rlm-mcp") or str(Path(sys.executable).with_name("rlm-mcp"))
 
 
@@ -63,14 +65,6 @@ def test_server_benchmark_smoke_run_reports_every_row() -> None:
     assert all(r.baseline for r in rows[:5])  # every ratio has its same-run baseline
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _wait_listening(port: int) -> None:
     while True:
         try:
@@ -88,7 +82,7 @@ async def test_http_serve_checks_token_host_and_origin(tmp_path: Path, token: st
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RLM_MCP_HOME": str(tmp_path)}
     env.pop("RLM_MCP_TOKEN", None)
     if token:
@@ -150,7 +144,7 @@ async def test_http_clients_never_see_each_others_repl_variables(tmp_path: Path,
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RLM_MCP_HOME": str(tmp_path)}
     env.pop("RLM_MCP_TOKEN", None)
     proc = subprocess.Popen(

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 
 from rlm_mcp.bench._table import BenchRow, format_table
+from rlm_mcp.testing.infra import free_port
 
 __all__ = ["LoadReport", "main", "measure", "run_load", "serve_for_load"]
 
@@ -85,16 +86,10 @@ async def run_load(url: str, *, clients: int, calls: int, mode: str = "auto") ->
     return report
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def serve_for_load(**env: str) -> Iterator[str]:
     """An `rlm-mcp serve --transport http` subprocess on loopback with default settings."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="rlm-load-") as home:
         full = {k: v for k, v in os.environ.items() if not k.startswith("RLM_MCP_")}
         full.update({"RLM_MCP_HOME": home, **env})

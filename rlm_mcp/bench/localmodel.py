@@ -18,7 +18,6 @@ import argparse
 import importlib.util
 import logging
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from rlm_mcp.errors import ConfigError
 from rlm_mcp.lm.base import Message
+from rlm_mcp.testing.infra import free_port
 
 if TYPE_CHECKING:
     from rlm_mcp.lm import ScriptedLM
@@ -128,12 +128,6 @@ def assemble_gguf(name: str, *, dest_dir: str | Path | None = None) -> Path:
     return dest
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LocalModelServer:
     """`with LocalModelServer("qwen-0.5b") as srv: srv.base_url` -> llama.cpp's OpenAI API."""
 
@@ -148,7 +142,7 @@ class LocalModelServer:
         dest_dir: str | Path | None = None,
     ) -> None:
         self.name = name
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.n_threads = n_threads
         self.n_ctx = n_ctx
         self.startup_timeout = startup_timeout

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +17,6 @@ from mcp import Client
 from rlm_mcp.testing import infra
 from rlm_mcp.testing.fake_provider import FakeProvider
 
-RLM_MCP = shutil.which("rlm-mcp") or str(Path(sys.executable).with_name("rlm-mcp"))
 ERRORS_EVERY = 997
 
 
@@ -49,42 +44,6 @@ def _root_reply(request: dict[str, Any]) -> str:
 def fake() -> Iterator[FakeProvider]:
     with FakeProvider(_root_reply) as f:
         yield f
-
-
-class Replica:
-    def __init__(self, name: str, env: dict[str, str], home: Path) -> None:
-        self.name = name
-        self.port = infra.free_port()
-        self.env = {**env, "RLM_MCP_HOME": str(home)}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [RLM_MCP, "serve", "--transport", "http", "--port", str(self.port), "--stateless"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-
-async def _listening(port: int) -> None:
-    while True:
-        try:
-            stream = await anyio.connect_tcp("127.0.0.1", port)
-        except OSError:
-            await anyio.sleep(0.1)  # polling a port that is not open yet
-            continue
-        await stream.aclose()
-        return
 
 
 @asynccontextmanager
@@ -119,7 +78,11 @@ def _text_object(bucket: infra.Bucket, prefix: str, handle: str) -> dict[str, An
 
 @pytest.mark.anyio
 async def test_two_replicas_behind_haproxy_share_contexts_and_sessions(
-    bucket: infra.Bucket, ray_nodes: infra.RayCluster, fake: FakeProvider, tmp_path: Path
+    bucket: infra.Bucket,
+    ray_nodes: infra.RayCluster,
+    fake: FakeProvider,
+    serve_http: Callable[..., Any],
+    tmp_path: Path,
 ) -> None:
     why = infra.missing("haproxy")
     if why:
@@ -135,7 +98,6 @@ async def test_two_replicas_behind_haproxy_share_contexts_and_sessions(
     errors = _big_log(log, 100)
     prefix = "scale-" + os.urandom(4).hex()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("RLM_MCP_", "OPENAI_"))},
         **bucket.env(),
         "RLM_MCP_STORE": bucket.url(prefix),
         "RLM_MCP_RAY_ADDRESS": ray_nodes.address,
@@ -144,83 +106,75 @@ async def test_two_replicas_behind_haproxy_share_contexts_and_sessions(
         "OPENAI_API_KEY": "sk-test",
         "OPENAI_BASE_URL": fake.openai_base_url,
     }
-    a = Replica("A", env, tmp_path / "a")
-    b = Replica("B", env, tmp_path / "b")
-    a.start()
-    b.start()
-    try:
-        with infra.haproxy([a.port, b.port], tmp_path) as lb_port:
-            lb = f"http://127.0.0.1:{lb_port}/mcp"
-            with anyio.fail_after(240):
-                await _listening(a.port)
-                await _listening(b.port)
-                # load 100 MB through A
-                async with _client(a.url) as c:
-                    res = await c.call_tool("load_context", {"path": str(log), "name": "applog"})
-                assert not res.is_error, res.content
-                handle = res.structured_content["handle"]
-                uploaded = _text_object(bucket, prefix, handle)
-                assert uploaded["size"] == log.stat().st_size
+    a = serve_http("--stateless", **env)
+    b = serve_http("--stateless", **env)
+    with infra.haproxy([a.port, b.port], tmp_path) as lb_port:
+        lb = f"http://127.0.0.1:{lb_port}/mcp"
+        with anyio.fail_after(240):
+            # load 100 MB through A
+            async with _client(a.url) as c:
+                res = await c.call_tool("load_context", {"path": str(log), "name": "applog"})
+            assert not res.is_error, res.content
+            handle = res.structured_content["handle"]
+            uploaded = _text_object(bucket, prefix, handle)
+            assert uploaded["size"] == log.stat().st_size
 
-                # run_repl alternating A and B keeps its variables
-                first = await _repl(a.url, "n = context.count(' ERROR '); print(n)", handle=handle)
-                assert first["output"].strip() == str(errors)
-                session = first["session"]
-                second = await _repl(b.url, "n2 = n + 1; print(n2)", session)
-                assert second["output"].strip() == str(errors + 1)
-                third = await _repl(a.url, "print(n2 - n, len(context))", session)
-                assert third["output"].split()[0] == "1"
-                # and through the balancer, request after request
-                for i in range(4):
-                    got = await _repl(lb, "n2 += 1; print(n2)", session)
-                    assert got["output"].strip() == str(errors + 2 + i)
+            # run_repl alternating A and B keeps its variables
+            first = await _repl(a.url, "n = context.count(' ERROR '); print(n)", handle=handle)
+            assert first["output"].strip() == str(errors)
+            session = first["session"]
+            second = await _repl(b.url, "n2 = n + 1; print(n2)", session)
+            assert second["output"].strip() == str(errors + 1)
+            third = await _repl(a.url, "print(n2 - n, len(context))", session)
+            assert third["output"].split()[0] == "1"
+            # and through the balancer, request after request
+            for i in range(4):
+                got = await _repl(lb, "n2 += 1; print(n2)", session)
+                assert got["output"].strip() == str(errors + 2 + i)
 
-                # rlm_complete through B with the fake provider is correct
-                async with _client(b.url) as c:
-                    res = await c.call_tool(
-                        "rlm_complete", {"query": "How many ERROR lines?", "handle": "applog"}
-                    )
-                assert not res.is_error, res.content
-                assert res.structured_content["answer"].strip() == str(errors)
-
-                # a second load of the same text through B uploads nothing
-                async with _client(b.url) as c:
-                    res = await c.call_tool("load_context", {"path": str(log)})
-                assert res.structured_content["handle"] == handle
-                assert _text_object(bucket, prefix, handle) == uploaded
-
-                # kill replica A mid-call: B keeps serving, and the session lives on
-                async def doomed() -> None:
-                    with contextlib.suppress(Exception):  # A is killed under it
-                        await _repl(a.url, "t = 0\nfor i in range(20_000_000):\n  t += i", session)
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(doomed)
-                    await anyio.sleep(1.0)
-                    a.kill()
-                for _ in range(3):
-                    got = await _repl(lb, "print(n)", session)
-                    assert got["output"].strip() == str(errors)
-                async with _client(lb) as c:
-                    res = await c.call_tool("list_contexts", {})
-                assert not res.is_error
-
-                # kill the Ray node that holds the session: the next call says "session lost"
-                if not ray.is_initialized():  # another test's RayPool may have connected
-                    ray.init(address=ray_nodes.address, namespace=NAMESPACE, log_to_driver=False)
-                records = ContextStore(
-                    tmp_path / "probe", shared=bucket.url(prefix), shared_options=bucket.options
+            # rlm_complete through B with the fake provider is correct
+            async with _client(b.url) as c:
+                res = await c.call_tool(
+                    "rlm_complete", {"query": "How many ERROR lines?", "handle": "applog"}
                 )
-                name = session_name(SessionKey("handle", None, "", session))
-                held_by = records.get_record(record_key(name))["actor"]
-                actor = ray.get_actor(held_by, namespace=NAMESPACE)
-                node = ray.get(actor.ping.remote(), timeout=30)
-                ray_nodes.kill(ray_nodes.node_of(node))
-                lost = await _repl(lb, "print('n' in locals())", session)
-                assert lost["reset"] is True
-                assert any("session lost" in note for note in lost["notes"])
-                again = await _repl(lb, "m = 1; print(m)", session)
-                assert again["output"].strip() == "1" and not again.get("reset")
-    finally:
-        a.kill()
-        b.kill()
+            assert not res.is_error, res.content
+            assert res.structured_content["answer"].strip() == str(errors)
+
+            # a second load of the same text through B uploads nothing
+            async with _client(b.url) as c:
+                res = await c.call_tool("load_context", {"path": str(log)})
+            assert res.structured_content["handle"] == handle
+            assert _text_object(bucket, prefix, handle) == uploaded
+
+            # kill replica A mid-call: B keeps serving, and the session lives on
+            async def doomed() -> None:
+                with contextlib.suppress(Exception):  # A is killed under it
+                    await _repl(a.url, "t = 0\nfor i in range(20_000_000):\n  t += i", session)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(doomed)
+                await anyio.sleep(1.0)
+                a.process.kill()
+            for _ in range(3):
+                got = await _repl(lb, "print(n)", session)
+                assert got["output"].strip() == str(errors)
+            async with _client(lb) as c:
+                res = await c.call_tool("list_contexts", {})
+            assert not res.is_error
+
+            # kill the Ray node that holds the session: the next call says "session lost"
+            if not ray.is_initialized():  # another test's RayPool may have connected
+                ray.init(address=ray_nodes.address, namespace=NAMESPACE, log_to_driver=False)
+            records = ContextStore(
+                tmp_path / "probe", shared=bucket.url(prefix), shared_options=bucket.options
+            )
+            name = session_name(SessionKey("handle", None, "", session))
+            held_by = records.get_record(record_key(name))["actor"]
+            actor = ray.get_actor(held_by, namespace=NAMESPACE)
+            node = ray.get(actor.ping.remote(), timeout=30)
+            ray_nodes.kill(ray_nodes.node_of(node))
+            lost = await _repl(lb, "print('n' in locals())", session)
+            assert lost["reset"] is True
+            assert any("session lost" in note for note in lost["notes"])
+            again = await _repl(lb, "m = 1; print(m)", session)
+            assert again["output"].strip() == "1" and not again.get("reset")
