@@ -281,6 +281,11 @@ class Runtime:
         """The pool if something has used it, without starting one."""
         return self._pool
 
+    @property
+    def started_repl_pool(self) -> Any:
+        """Where run_repl sessions live (see `repl_pool`), if something has used it."""
+        return self._ray_pool if self.settings.ray_address else self._pool
+
     def lms(
         self,
         model: str | None = None,

@@ -1,6 +1,7 @@
 """`run_repl` sessions on a Ray cluster: any replica finds a session by its key, wherever it runs.
 
-`RayPool` has the part of `SessionPool` that `run_repl` uses (`lease`, `close`, `aclose`). A
+`RayPool` has the part of `SessionPool` that `run_repl` uses (`lease`, `close`, `live_keys`,
+`aclose`). A
 session key has a shared name (a hash of the key's typed parts, so no client input spells it);
 the session's record in the shared store, under that name, names the detached actor that holds
 it ("live") or says it expired. A replica that finds no live actor tells the client why:
@@ -227,6 +228,13 @@ class RayPool:
         self._closed = False
         self._endpoints: dict[str, dict[str, Any]] = {}
         self._idle: dict[str, list[Channel]] = {}
+        #: Keys this replica has leased, the latest ACTOR_HANDLES (so a legacy connection's
+        #: sessions end with it).
+        self._leased: OrderedDict[Hashable, None] = OrderedDict()
+
+    def live_keys(self) -> list[Hashable]:
+        """The session keys this replica has used and not closed (others' are not known)."""
+        return list(self._leased)
 
     def _connect(self) -> Any:
         if self._cls is None:
@@ -405,6 +413,10 @@ class RayPool:
             actor, note = known, None
         else:
             actor, note = await anyio.to_thread.run_sync(lambda: self._find(name))
+        self._leased[key] = None
+        self._leased.move_to_end(key)
+        while len(self._leased) > ACTOR_HANDLES:
+            self._leased.popitem(last=False)
         session = RemoteSession(self, name, actor, note)
         session.context = context
         session.sub_calls = sub_calls
@@ -464,6 +476,7 @@ class RayPool:
         await anyio.to_thread.run_sync(gone)
 
     async def close(self, key: Hashable, *, why: str | None = None) -> None:
+        self._leased.pop(key, None)
         await self.forget(session_name(key))
 
     async def aclose(self) -> None:

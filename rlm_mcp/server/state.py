@@ -62,7 +62,7 @@ class AppState:
         self.sessions = SessionRegistry(
             s.session_idle_seconds, shared=bool(s.stateless or s.ray_address)
         )
-        self.runs = RunRegistry(self.runtime.settings.session_idle_seconds)
+        self.runs = RunRegistry(s.session_idle_seconds)
 
     @property
     def settings(self) -> Any:
@@ -77,8 +77,9 @@ class AppState:
         )
 
     async def connection_ended(self, connection: str) -> None:
-        """A legacy MCP session ended: its sandbox sessions end with it."""
-        pool = self.runtime.started_pool
+        """A legacy MCP session ended: its sandbox sessions end with it (on the cluster too,
+        where they would otherwise live on until they idle out)."""
+        pool = self.runtime.started_repl_pool
         if pool is None:
             return
         for key in pool.live_keys():

@@ -180,3 +180,17 @@ async def test_a_new_session_takes_the_standby_and_a_new_one_is_started(pool: Ra
     assert pool._spares[0][0] != standby
     await pool.close(key)
     assert pool.store.get_record(record_key(session_name(key))) is None
+
+
+async def test_a_replica_knows_the_sessions_it_leased_until_they_close(pool: RayPool) -> None:
+    from rlm_mcp.cluster.actor import record_key
+    from rlm_mcp.cluster.pool import session_name
+    from rlm_mcp.server.identity import SessionKey
+
+    key = SessionKey("connection", None, "conn-" + secrets.token_hex(4), "default")
+    async with pool.lease(key) as s:
+        await s.execute("x = 1")
+    assert key in pool.live_keys()  # what a legacy connection's end closes (AppState)
+    await pool.close(key)
+    assert key not in pool.live_keys()
+    assert pool.store.get_record(record_key(session_name(key))) is None  # its actor is gone
