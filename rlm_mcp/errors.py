@@ -7,7 +7,8 @@ RLMError                          every error rlm-mcp raises on purpose
 │   └── ArgumentError             a call's argument is out of range or above a server ceiling
 ├── ContextError                  anything about stored contexts
 │   ├── ContextNotFoundError      unknown handle or name
-│   │   └── DocumentNotFoundError a context has no such document
+│   │   ├── DocumentNotFoundError a context has no such document
+│   │   └── ContextDamagedError   the shared bucket's copy fails its checks (load it again)
 │   ├── InputTooLargeError        a load or a read over a configured cap
 │   ├── UnreadablePathError       missing path, no permission, nothing textual to load
 │   ├── InvalidNameError          a name that breaks the naming rules (empty, ctx_..., controls)
@@ -35,6 +36,7 @@ __all__ = [
     "BrowserError",
     "BudgetExceededError",
     "ConfigError",
+    "ContextDamagedError",
     "ContextError",
     "ContextNotFoundError",
     "DocumentNotFoundError",
@@ -106,6 +108,19 @@ class ContextNotFoundError(ContextError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0])
+
+
+class ContextDamagedError(ContextNotFoundError):
+    """The shared store's copy of a context fails its checks: damaged, or changed in the
+    bucket. It is set aside, so loading the same text again stores a good copy."""
+
+    def __init__(self, handle: str, why: str) -> None:
+        self.handle = handle
+        ContextError.__init__(
+            self,
+            f"Context {handle}: the shared store's copy is damaged or was changed in the bucket "
+            f"({why}); it was set aside. Load the same text again to store a good copy.",
+        )
 
 
 class DocumentNotFoundError(ContextNotFoundError):

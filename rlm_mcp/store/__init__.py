@@ -485,6 +485,8 @@ class ContextStore(Reads, Upkeep):
             self._cache.set(f"meta:{handle}", meta)  # published last: now the context is visible
             self._cache.delete(f"pending:{handle}")
         else:
+            if f"text:{handle}" not in self._cache:  # a shared copy set aside as damaged
+                self._cache.add(f"text:{handle}", MoveIn(ing.path), read=True)
             meta = {**meta, "last_used": now}
             if name is not None and self._tenant is None:
                 meta["name"] = name

@@ -159,6 +159,7 @@ class Upkeep:
                 if (
                     (kind == "own" and key[2] == handle)
                     or (kind == "pin" and key[1] == handle)
+                    or (kind == "damaged" and key[1] == handle)
                     or (kind == "tname" and self._cache.get(key) == handle)
                 ):
                     self._cache.delete(key)

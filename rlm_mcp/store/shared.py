@@ -31,13 +31,14 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext, suppress
 from datetime import timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from rlm_mcp.errors import ConfigError, ContextNotFoundError, StoreUnavailableError
+from rlm_mcp.errors import ConfigError, ContextDamagedError, StoreUnavailableError
 
 __all__ = ["SharedCache", "open_bucket", "s3_options"]
 
@@ -190,6 +191,22 @@ def _guarded(method: _F) -> _F:
     return call  # type: ignore[return-value]
 
 
+class _Counted:
+    """The pieces of an upload, counting the bytes handed over."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        piece = next(self._pieces)
+        self.bytes += len(piece)
+        return piece
+
+
 class SharedCache:
     """The subset of `diskcache.Cache` that `ContextStore` uses, kept in an object store.
 
@@ -320,17 +337,20 @@ class SharedCache:
     # -- blobs: immutable, uploaded once, cached locally
     def _put_blob(self, key: Any, value: Any, read: bool) -> bool:
         self.local.set(key, value, read=read)
-        if read:
+        if read:  # a text: uploaded in compressed frames (_frames), in parts, from its file
+            from rlm_mcp.store import _frames
+
             fh = self.local.get(key, read=True)
             try:
-                size = os.fstat(fh.fileno()).st_size
+                sent = _Counted(_frames.encode(fh))
                 self._obs.put(
                     self.objects,
                     key_path(key),
-                    fh,
+                    sent,
                     chunk_size=PART_BYTES,
                     max_concurrency=PART_CONCURRENCY,
                 )
+                size = sent.bytes
             finally:
                 fh.close()
         else:
@@ -354,68 +374,103 @@ class SharedCache:
             value = _decode(raw)
             self.local.set(key, value)
             return value
+        from rlm_mcp.store import _frames
         from rlm_mcp.store._parts import MoveIn
 
+        handle = key.split(":", 1)[1]
         part = self._tmp / f"download-{secrets.token_hex(8)}"
         try:
             try:
                 size = int(self._obs.head(self.objects, path)["size"])
             except FileNotFoundError:
                 return default
-            self._check_digest(key, self._download(path, part, size))
+            meta = self.get(f"meta:{handle}") or {}
+
+            def read_range(start: int, end: int) -> bytes:
+                return bytes(self._obs.get_range(self.objects, path, start=start, end=end))
+
+            try:
+                frames = _frames.layout(size, read_range)
+                if frames is None:  # stored whole (before frames)
+                    frames = _frames.whole(size, DOWNLOAD_PART_BYTES)
+                total = frames[-1].raw_at + frames[-1].raw if frames else 0
+                if isinstance(meta.get("bytes"), int) and total != meta["bytes"]:
+                    raise _frames.DamagedError("its frames do not add up to the text's size")
+                digest = self._download(path, part, frames, total)
+            except _frames.DamagedError as exc:
+                raise self._damaged(handle, str(exc)) from None
+            want = meta.get("sha256") or handle.removeprefix("ctx_")
+            if not digest.startswith(want) or not digest.startswith(handle.removeprefix("ctx_")):
+                raise self._damaged(handle, "it does not match its content hash")
             self.local.add(key, MoveIn(part), read=True)
         finally:
             part.unlink(missing_ok=True)
         return self.local.get(key, default=default, read=True)
 
-    def _download(self, path: str, part: Path, size: int) -> str:
-        """Fetch an object into `part` as DOWNLOAD_CONCURRENCY ranged GETs at a time, each
-        written at its offset (several connections fill the pipe where one stream would not),
-        and hash the parts in order as they arrive; returns the SHA-256. At most
-        DOWNLOAD_CONCURRENCY + 1 parts are in memory."""
-        from collections import deque
-        from concurrent.futures import Future, ThreadPoolExecutor
+    def _download(self, path: str, part: Path, frames: list[Any], total: int) -> str:
+        """Fetch the object's `frames` into `part` (the text, `total` bytes) and return the
+        text's SHA-256.
 
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        DOWNLOAD_CONCURRENCY threads each take the next frame: a ranged GET (several
+        connections fill the pipe where one stream would not), decompression (zstd lets go of
+        the GIL) and a write at the frame's place in the text. Meanwhile this thread hashes the
+        text in order from the file's pages as frames land, so neither waits for the other and
+        at most DOWNLOAD_CONCURRENCY frames are in memory.
+        """
+        import mmap
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        from rlm_mcp.store import _frames
+
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         digest = hashlib.sha256()
+        landed = [threading.Event() for _ in frames]
         try:
-            os.ftruncate(fd, size)
+            os.ftruncate(fd, total)
 
-            def fetch(start: int) -> Any:
-                end = min(start + DOWNLOAD_PART_BYTES, size)
-                data = self._obs.get_range(self.objects, path, start=start, end=end)
-                view = memoryview(data)
-                written = 0
-                while written < len(view):
-                    written += os.pwrite(fd, view[written:], start + written)
-                return data
+            def fetch(i: int, frame: _frames.Frame) -> None:
+                try:
+                    end = frame.stored_at + frame.stored
+                    stored = self._obs.get_range(self.objects, path, start=frame.stored_at, end=end)
+                    self.downloaded_bytes += frame.stored
+                    view = memoryview(_frames.decode(frame, stored))
+                    written = 0
+                    while written < len(view):
+                        written += os.pwrite(fd, view[written:], frame.raw_at + written)
+                finally:
+                    landed[i].set()
 
-            offsets = iter(range(0, size, DOWNLOAD_PART_BYTES))
-            with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY) as pool:
-                pending: deque[Future[Any]] = deque(
-                    pool.submit(fetch, start)
-                    for _, start in zip(range(DOWNLOAD_CONCURRENCY), offsets, strict=False)
-                )
-                while pending:
-                    data = pending.popleft().result()
-                    following = next(offsets, None)
-                    if following is not None:
-                        pending.append(pool.submit(fetch, following))
-                    digest.update(memoryview(data))  # overlaps the GETs still running
-                    self.downloaded_bytes += len(memoryview(data))
+            with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="rlm-get") as pool:
+                futures = [pool.submit(fetch, i, f) for i, f in enumerate(frames)]
+                try:
+                    with (
+                        mmap.mmap(fd, total, prot=mmap.PROT_READ)
+                        if total
+                        else nullcontext(b"") as pages
+                    ):
+                        text = memoryview(pages)
+                        try:
+                            for i, frame in enumerate(frames):
+                                landed[i].wait()
+                                futures[i].result()  # its error, if it failed
+                                digest.update(text[frame.raw_at : frame.raw_at + frame.raw])
+                        finally:
+                            text.release()
+                finally:
+                    for future in futures:
+                        future.cancel()  # after a failure, the frames not yet started
         finally:
             os.close(fd)
         return digest.hexdigest()
 
-    def _check_digest(self, key: str, digest: str) -> None:
-        handle = key.split(":", 1)[1]
-        meta = self.get(f"meta:{handle}") or {}
-        want = meta.get("sha256") or handle.removeprefix("ctx_")
-        if not digest.startswith(want):
-            raise ContextNotFoundError(
-                f"{handle}: the shared store's copy does not match its content hash (damaged or "
-                "changed in the bucket); load the text again."
-            )
+    def _damaged(self, handle: str, why: str) -> ContextDamagedError:
+        """Set the bad copy aside (kept, under ``("damaged", handle, time)``, until the context
+        is deleted) so that loading the text again uploads a good one."""
+        with suppress(FileNotFoundError):
+            aside = key_path(("damaged", handle, f"{time.time():.6f}"))
+            self._obs.rename(self.objects, key_path(f"text:{handle}"), aside)
+        return ContextDamagedError(handle, why)
 
     @_guarded
     def prune_local(self) -> int:

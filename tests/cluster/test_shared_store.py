@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm_mcp.errors import ConfigError, ContextNotFoundError, NameTakenError
+from rlm_mcp.errors import ConfigError, ContextDamagedError, ContextNotFoundError, NameTakenError
 from rlm_mcp.store import ContextStore
 from rlm_mcp.store.shared import key_path, path_key, s3_options
 from rlm_mcp.testing.infra import Bucket
@@ -124,17 +124,82 @@ def test_delete_and_eviction_on_one_replica_hold_on_every_replica(
     assert not any(gone.handle in k or old.handle in k for k in local)
 
 
-def test_a_text_changed_in_the_bucket_is_refused(bucket: Bucket, tmp_path: Path) -> None:
+def test_a_text_changed_in_the_bucket_is_refused_set_aside_and_healed_by_a_load(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    import obstore
+
+    url = bucket.url("t-" + secrets.token_hex(6))
+    a, b, c = (ContextStore(tmp_path / n, shared=url, shared_options=bucket.options) for n in "abc")
+    text = "the real text\n" * 100
+    info = a.load_text(text)
+    objects = b._cache.objects  # type: ignore[attr-defined]
+    path = key_path(f"text:{info.handle}")
+    obstore.put(objects, path, b"tampered text\n" * 100)  # same size, stored whole
+    with pytest.raises(ContextDamagedError, match="does not match its content hash"):
+        b.text_path(info.handle)
+    assert not list(b._cache.local.iterkeys())  # type: ignore[attr-defined]  # nothing cached
+    # set aside, so the same text loaded again (on any replica) stores a good copy
+    b.load_text(text)
+    assert b.text_path(info.handle).read_text() == text
+    assert c.text_path(info.handle).read_text() == text
+    a.delete(info.handle)  # and the set-aside copy goes with the context
+    left = [k for k in b._cache.iterkeys() if isinstance(k, tuple)]  # type: ignore[attr-defined]
+    assert not [k for k in left if k[0] == "damaged"]
+
+
+def test_a_damaged_frame_is_refused_and_nothing_half_written_is_kept(
+    bucket: Bucket, tmp_path: Path
+) -> None:
     import obstore
 
     a, b = _pair(bucket, tmp_path)
-    info = a.load_text("the real text\n" * 100)
+    info = a.load_text("".join(f"record {i} ü\n" for i in range(50_000)))
     objects = b._cache.objects  # type: ignore[attr-defined]
-    from rlm_mcp.store.shared import key_path
-
-    obstore.put(objects, key_path(f"text:{info.handle}"), b"tampered\n" * 100)
-    with pytest.raises(ContextNotFoundError, match="does not match its content hash"):
+    path = key_path(f"text:{info.handle}")
+    stored = bytearray(bytes(obstore.get(objects, path).bytes()))
+    stored[100] ^= 0xFF  # one byte inside the first (compressed) frame
+    obstore.put(objects, path, bytes(stored))
+    with pytest.raises(ContextDamagedError, match="damaged or was changed"):
         b.text_path(info.handle)
+    assert not list((tmp_path / "b").rglob("download-*"))
+
+
+def test_texts_are_stored_compressed_in_frames_and_read_back_exactly(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import obstore
+
+    from rlm_mcp.store import _frames
+
+    monkeypatch.setattr(_frames, "FRAME_BYTES", 4096)  # many frames, split inside characters
+    a, b = _pair(bucket, tmp_path)
+    text = "".join(f"{i:06d} 東京 ü naïve {i * 7919 % 1000}\n" for i in range(20_000))
+    info = a.load_text(text)
+    objects = b._cache.objects  # type: ignore[attr-defined]
+    path = key_path(f"text:{info.handle}")
+    size = obstore.head(objects, path)["size"]
+    assert size < info.bytes / 2  # stored compressed
+    frames = _frames.layout(
+        size, lambda s, e: bytes(obstore.get_range(objects, path, start=s, end=e))
+    )
+    assert frames is not None and len(frames) == -(-info.bytes // 4096)
+    assert b.text_path(info.handle).read_bytes() == text.encode()
+    assert b._cache.downloaded_bytes < info.bytes  # type: ignore[attr-defined]
+
+
+def test_a_text_stored_whole_before_frames_is_still_read(bucket: Bucket, tmp_path: Path) -> None:
+    import hashlib
+
+    import obstore
+
+    a, b = _pair(bucket, tmp_path)
+    text = "written by an earlier version é\n" * 1000
+    info = a.load_text(text)
+    objects = b._cache.objects  # type: ignore[attr-defined]
+    assert hashlib.sha256(text.encode()).hexdigest().startswith(info.handle[4:])
+    obstore.put(objects, key_path(f"text:{info.handle}"), text.encode())  # no trailer
+    assert b.text_path(info.handle).read_text() == text
 
 
 def test_tenants_stay_apart_across_replicas(bucket: Bucket, tmp_path: Path) -> None:
