@@ -136,7 +136,7 @@ class SessionActor:
         self, msg: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> ExecResult:
         call = str(msg["call"])
-        documents = [tuple(d) for d in msg.get("documents") or []]
+        documents = tuple(tuple(d) for d in msg.get("documents") or [])
         timeout = msg.get("timeout")
         ids = itertools.count()
 
@@ -223,9 +223,12 @@ class SessionActor:
     ) -> ContextSpec | None:
         if handle is None:
             return None
+        current = self._session.context if self._session is not None else None
+        if current is not None and current.handle == handle and current.documents == documents:
+            return current  # the replica resolved the handle already: no lookup per warm call
         store = self._open_store()
         path: Path = await asyncio.to_thread(store.text_path, handle)
-        return ContextSpec(path=path, documents=[tuple(d) for d in documents])  # type: ignore[misc]
+        return ContextSpec(path=path, documents=tuple(documents), handle=handle)
 
     async def _ensure(self, spec: ContextSpec | None) -> SandboxSession:
         if self._session is None:  # llm_query exists in the code; each call relays its own

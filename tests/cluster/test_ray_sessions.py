@@ -194,3 +194,25 @@ async def test_a_replica_knows_the_sessions_it_leased_until_they_close(pool: Ray
     await pool.close(key)
     assert key not in pool.live_keys()
     assert pool.store.get_record(record_key(session_name(key))) is None  # its actor is gone
+
+
+async def test_warm_calls_on_the_same_context_do_not_look_it_up_again(pool: RayPool) -> None:
+    import obstore
+
+    from rlm_mcp.store.shared import key_path
+
+    first = pool.store.load_text("first context\n" * 10)
+    second = pool.store.load_text("second context\n" * 10)
+    key = ("t", secrets.token_hex(4))
+    async with pool.lease(key, context=ContextSpec(handle=first.handle)) as s:
+        assert (await s.execute("n = len(context)")).status == "ok"
+    # the replica has resolved the handle before every call; once the session holds the text,
+    # the actor does not ask the bucket again (its metadata gone, a lookup would now fail)
+    obstore.delete(pool.store._cache.objects, key_path(f"meta:{first.handle}"))  # type: ignore[attr-defined]
+    async with pool.lease(key, context=ContextSpec(handle=first.handle)) as s:
+        r = await s.execute("print(n, context[:5])")
+    assert r.status == "ok" and r.output.strip() == "140 first", r.error
+    async with pool.lease(key, context=ContextSpec(handle=second.handle)) as s:
+        r = await s.execute("print(len(context), context[:6])")
+    assert r.output.strip() == "150 second"  # a different handle is read, as before
+    await pool.close(key)
