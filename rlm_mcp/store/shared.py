@@ -31,7 +31,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from datetime import timedelta
 from functools import wraps
 from pathlib import Path
@@ -50,6 +50,8 @@ PART_CONCURRENCY = 4
 #: Downloads: ranged GETs of this size, this many at once (measured best on SeaweedFS).
 DOWNLOAD_PART_BYTES = 8 * 1024 * 1024
 DOWNLOAD_CONCURRENCY = 4
+#: Frames asked for ahead of the one being hashed (so the threads above never wait for it).
+DOWNLOAD_WINDOW = DOWNLOAD_CONCURRENCY + 2
 _PLAIN = re.compile(r"[A-Za-z0-9_.\-]{1,120}")
 #: Environment variables an S3 client is configured from (read only by `s3_options`).
 S3_ENV = (
@@ -396,7 +398,7 @@ class SharedCache:
                 total = frames[-1].raw_at + frames[-1].raw if frames else 0
                 if isinstance(meta.get("bytes"), int) and total != meta["bytes"]:
                     raise _frames.DamagedError("its frames do not add up to the text's size")
-                digest = self._download(path, part, frames, total)
+                digest = self._download(path, part, frames)
             except _frames.DamagedError as exc:
                 raise self._damaged(handle, str(exc)) from None
             want = meta.get("sha256") or handle.removeprefix("ctx_")
@@ -407,58 +409,47 @@ class SharedCache:
             part.unlink(missing_ok=True)
         return self.local.get(key, default=default, read=True)
 
-    def _download(self, path: str, part: Path, frames: list[Any], total: int) -> str:
-        """Fetch the object's `frames` into `part` (the text, `total` bytes) and return the
-        text's SHA-256.
+    def _download(self, path: str, part: Path, frames: list[Any]) -> str:
+        """Fetch the object's `frames` into `part` (the text) and return the text's SHA-256.
 
         DOWNLOAD_CONCURRENCY threads each take the next frame: a ranged GET (several
-        connections fill the pipe where one stream would not), decompression (zstd lets go of
-        the GIL) and a write at the frame's place in the text. Meanwhile this thread hashes the
-        text in order from the file's pages as frames land, so neither waits for the other and
-        at most DOWNLOAD_CONCURRENCY frames are in memory.
+        connections fill the pipe where one stream would not), its decompression (zstd lets go
+        of the GIL) and a write at the frame's place in the text. This thread hashes the frames
+        in order as they come back, with up to DOWNLOAD_WINDOW frames asked for ahead of it so
+        the fetching threads never wait for the hash; at most that many frames are in memory.
         """
-        import mmap
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
 
         from rlm_mcp.store import _frames
 
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+        def fetch(frame: _frames.Frame) -> Any:
+            end = frame.stored_at + frame.stored
+            stored = self._obs.get_range(self.objects, path, start=frame.stored_at, end=end)
+            self.downloaded_bytes += frame.stored
+            view = memoryview(_frames.decode(frame, stored))
+            written = 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], frame.raw_at + written)
+            return view
+
         digest = hashlib.sha256()
-        landed = [threading.Event() for _ in frames]
+        todo = iter(frames)
         try:
-            os.ftruncate(fd, total)
-
-            def fetch(i: int, frame: _frames.Frame) -> None:
-                try:
-                    end = frame.stored_at + frame.stored
-                    stored = self._obs.get_range(self.objects, path, start=frame.stored_at, end=end)
-                    self.downloaded_bytes += frame.stored
-                    view = memoryview(_frames.decode(frame, stored))
-                    written = 0
-                    while written < len(view):
-                        written += os.pwrite(fd, view[written:], frame.raw_at + written)
-                finally:
-                    landed[i].set()
-
             with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="rlm-get") as pool:
-                futures = [pool.submit(fetch, i, f) for i, f in enumerate(frames)]
+                ahead = zip(range(DOWNLOAD_WINDOW), todo, strict=False)
+                pending: deque[Future[Any]] = deque(pool.submit(fetch, f) for _, f in ahead)
                 try:
-                    with (
-                        mmap.mmap(fd, total, prot=mmap.PROT_READ)
-                        if total
-                        else nullcontext(b"") as pages
-                    ):
-                        text = memoryview(pages)
-                        try:
-                            for i, frame in enumerate(frames):
-                                landed[i].wait()
-                                futures[i].result()  # its error, if it failed
-                                digest.update(text[frame.raw_at : frame.raw_at + frame.raw])
-                        finally:
-                            text.release()
+                    while pending:
+                        view = pending.popleft().result()
+                        following = next(todo, None)
+                        if following is not None:
+                            pending.append(pool.submit(fetch, following))
+                        digest.update(view)  # overlaps the frames still coming
                 finally:
-                    for future in futures:
+                    for future in pending:
                         future.cancel()  # after a failure, the frames not yet started
         finally:
             os.close(fd)
