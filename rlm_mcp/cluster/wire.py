@@ -41,8 +41,21 @@ async def write_frame(writer: asyncio.StreamWriter, value: dict[str, Any]) -> No
         raise ChannelClosed(str(exc) or type(exc).__name__) from None
 
 
+def _fields(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+
+
 def result_to_wire(result: ExecResult) -> dict[str, Any]:
-    return dataclasses.asdict(result)
+    """The result's fields, one level deep (its parts are flat): `dataclasses.asdict` deep-copies
+    every value, which cost a tenth of a warm round trip."""
+    wire = _fields(result)
+    assert wire is not None
+    wire["error"] = _fields(result.error)
+    wire["final"] = _fields(result.final)
+    wire["variables"] = [_fields(v) for v in result.variables]
+    return wire
 
 
 def result_from_wire(data: dict[str, Any]) -> ExecResult:

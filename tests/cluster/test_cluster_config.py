@@ -10,6 +10,7 @@ import pytest
 from rlm_mcp.config import Settings
 from rlm_mcp.errors import ConfigError, SessionExpiredError
 from rlm_mcp.runtime import Runtime
+from rlm_mcp.sandbox.types import ErrorInfo, ExecResult, FinalAnswer, VariableInfo
 from rlm_mcp.server.identity import Caller, SessionRegistry
 
 
@@ -64,3 +65,31 @@ def test_the_same_handle_of_two_tenants_names_two_sessions() -> None:
     assert alice != bob
     assert alice == session_name(SessionKey("handle", "alice", "", handle))  # stable
     assert handle not in alice and "alice" not in alice  # no client text in the name
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        ExecResult(status="ok"),
+        ExecResult(
+            status="error",
+            output="partial é \ufffd",
+            error=ErrorInfo("E", "m", 3),
+            variables=(VariableInfo("n", "int", "int = 1"),),
+            truncated=True,
+            output_chars=99,
+            duration_s=0.5,
+            reset=True,
+            final=FinalAnswer("v", "FINAL_VAR", "x", 1),
+            sub_calls=2,
+            notes=("a", "b"),
+        ),
+    ],
+)
+def test_a_result_crosses_the_cluster_channel_whole(result: ExecResult) -> None:
+    from rlm_mcp.cluster.wire import result_from_wire, result_to_wire
+    from rlm_mcp.sandbox.protocol import decode, encode, header_length
+
+    frame = encode({"kind": "done", "result": result_to_wire(result)})
+    assert header_length(frame[:4]) == len(frame) - 4
+    assert result_from_wire(decode(frame[4:])["result"]) == result
