@@ -117,7 +117,7 @@ async def test_two_replicas_behind_haproxy_share_contexts_and_sessions(
             assert not res.is_error, res.content
             handle = res.structured_content["handle"]
             uploaded = _text_object(bucket, prefix, handle)
-            assert uploaded["size"] == log.stat().st_size
+            assert 0 < uploaded["size"] < log.stat().st_size / 2  # whole, in compressed frames
 
             # run_repl alternating A and B keeps its variables
             first = await _repl(a.url, "n = context.count(' ERROR '); print(n)", handle=handle)
