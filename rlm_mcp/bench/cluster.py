@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import tempfile
 import time
@@ -171,6 +172,10 @@ def measure(
                 if ray_pool is not None:
                     await ray_pool.close("remote")
                     await ray_pool.aclose()
+                    # its node cache goes too: the local side's memory is the last round's,
+                    # freed with its worker, and fresh memory costs far more than reused memory
+                    # in some VMs (3 ms/MB here), which would charge only the cluster side
+                    shutil.rmtree(root / f"node-cache-{i - 1}", ignore_errors=True)
                 ray_pool = RayPool(  # a replica each time, so every node cache starts empty
                     address=cluster.address,
                     store=shared,
