@@ -28,7 +28,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlm_mcp.cluster.wire import ChannelClosed, read_frame, result_to_wire, write_frame
+from rlm_mcp.cluster.wire import (
+    ChannelClosed,
+    error_to_wire,
+    read_frame,
+    result_to_wire,
+    write_frame,
+)
+from rlm_mcp.errors import RLMError
 from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits, SandboxSession
 from rlm_mcp.sandbox.types import ExecResult
 
@@ -125,7 +132,12 @@ class SessionActor:
                     continue
                 if op != "start":
                     return
-                result = await self._execute(msg, reader, writer)
+                try:
+                    result = await self._execute(msg, reader, writer)
+                except RLMError as exc:  # e.g. the context could not be read from the bucket:
+                    # the caller's to see as the same error, and the session stays as it was
+                    await write_frame(writer, {"kind": "refused", **error_to_wire(exc)})
+                    continue
                 await write_frame(writer, {"kind": "done", "result": result_to_wire(result)})
         except (ChannelClosed, TimeoutError, KeyError, ValueError, TypeError):
             return

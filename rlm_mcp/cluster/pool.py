@@ -30,7 +30,13 @@ from typing import Any
 import anyio
 
 from rlm_mcp.cluster.actor import SessionActor, record_key
-from rlm_mcp.cluster.wire import ChannelClosed, read_frame, result_from_wire, write_frame
+from rlm_mcp.cluster.wire import (
+    ChannelClosed,
+    error_from_wire,
+    read_frame,
+    result_from_wire,
+    write_frame,
+)
 from rlm_mcp.errors import ConfigError, SandboxError, SessionBusyError
 from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits
 from rlm_mcp.sandbox.types import ErrorInfo, ExecResult, SubCallHandler
@@ -141,10 +147,12 @@ class RemoteSession:
                 ok, value = await _answer(handler, event)
                 answer = {"op": "answer", "call": call, "id": event["id"], "ok": ok}
                 event = await channel.ask({**answer, "value": value}, wait)
-            if event.get("kind") != "done":
+            if event.get("kind") not in ("done", "refused"):
                 raise SandboxError(f"the cluster session answered {event.get('kind')!r}")
             self.pool.release(self.name, channel)
-            return self._noted(result_from_wire(event["result"]))
+            if event["kind"] == "done":
+                return self._noted(result_from_wire(event["result"]))
+            refused = event  # nothing ran (its context could not be read): the session is as it was
         except (RayActorError, ChannelClosed, OSError, TimeoutError):
             if channel is not None:
                 channel.close()
@@ -168,6 +176,7 @@ class RemoteSession:
                 channel.close()  # mid-call: this connection is done; the code is interrupted
             self.actor.cancel.remote(call)
             raise
+        raise error_from_wire(refused, None if spec is None else spec.handle)
 
     def _noted(self, result: ExecResult) -> ExecResult:
         if self._note is None:

@@ -14,10 +14,19 @@ import asyncio
 import dataclasses
 from typing import Any
 
+from rlm_mcp import errors
 from rlm_mcp.sandbox.protocol import FrameTooLargeError, decode, encode, header_length
 from rlm_mcp.sandbox.types import ErrorInfo, ExecResult, FinalAnswer, VariableInfo
 
-__all__ = ["ChannelClosed", "read_frame", "result_from_wire", "result_to_wire", "write_frame"]
+__all__ = [
+    "ChannelClosed",
+    "error_from_wire",
+    "error_to_wire",
+    "read_frame",
+    "result_from_wire",
+    "result_to_wire",
+    "write_frame",
+]
 
 
 class ChannelClosed(ConnectionError):
@@ -75,3 +84,31 @@ def result_from_wire(data: dict[str, Any]) -> ExecResult:
         sub_calls=int(data.get("sub_calls", 0)),
         notes=tuple(str(n) for n in data.get("notes", ())),
     )
+
+
+#: The errors a session actor sends back by name (anything else arrives as a ContextError).
+_ERRORS: dict[str, type[errors.RLMError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.ContextDamagedError,
+        errors.ContextNotFoundError,
+        errors.StoreUnavailableError,
+        errors.ContextError,
+        errors.SandboxError,
+    )
+}
+
+
+def error_to_wire(exc: errors.RLMError) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
+def error_from_wire(data: dict[str, Any], handle: str | None) -> errors.RLMError:
+    """The actor's error as the same class here, with its message (its constructor's
+    arguments did not cross, so the instance is filled in directly)."""
+    cls = _ERRORS.get(str(data.get("type")), errors.ContextError)
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, str(data.get("message", "")))
+    if isinstance(exc, errors.ContextNotFoundError):
+        exc.handle = handle or ""
+    return exc

@@ -216,3 +216,33 @@ async def test_warm_calls_on_the_same_context_do_not_look_it_up_again(pool: RayP
         r = await s.execute("print(len(context), context[:6])")
     assert r.output.strip() == "150 second"  # a different handle is read, as before
     await pool.close(key)
+
+
+async def test_a_context_the_session_cannot_read_is_that_error_and_the_session_stays(
+    pool: RayPool,
+) -> None:
+    import obstore
+
+    from rlm_mcp.errors import ContextDamagedError, ContextNotFoundError
+    from rlm_mcp.store.shared import key_path
+
+    good = pool.store.load_text("kept\n" * 10)
+    damaged = pool.store.load_text("the real text\n" * 100)
+    gone = pool.store.load_text("deleted elsewhere\n" * 10)
+    objects = pool.store._cache.objects  # type: ignore[attr-defined]
+    obstore.put(objects, key_path(f"text:{damaged.handle}"), b"tampered text\n" * 100)
+    obstore.delete(objects, key_path(f"meta:{gone.handle}"))
+    key = ("t", secrets.token_hex(4))
+    async with pool.lease(key, context=ContextSpec(handle=good.handle)) as s:
+        assert (await s.execute("x = 41")).status == "ok"
+    # the node reads each from the bucket: the same errors as on one machine, not "session lost"
+    with pytest.raises(ContextDamagedError, match="set aside"):
+        async with pool.lease(key, context=ContextSpec(handle=damaged.handle)) as s:
+            await s.execute("x += 1")
+    with pytest.raises(ContextNotFoundError, match=gone.handle):
+        async with pool.lease(key, context=ContextSpec(handle=gone.handle)) as s:
+            await s.execute("x += 1")
+    async with pool.lease(key) as s:  # nothing ran, nothing was lost
+        r = await s.execute("print(x, context[:4])")
+    assert r.status == "ok" and r.output.strip() == "41 kept" and not r.reset, r
+    await pool.close(key)
