@@ -100,46 +100,69 @@ class Bucket:
         return open_bucket(self.url(prefix), self.options)
 
 
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct free ports (the kernel may hand the same one out twice in a row)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _weed_args(weed: str, folder: Path) -> tuple[list[str], str]:
+    names = ("s3", "master", "volume", "filer")
+    numbers = _free_ports(2 * len(names) + 2)
+    ports = dict(zip(names, numbers, strict=False))
+    grpc = dict(zip(names, numbers[len(names) :], strict=False))
+    args = [
+        weed, "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
+        f"-s3.port={ports['s3']}", f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+        *(f"-{k}.port.grpc={p}" for k, p in grpc.items()),
+        f"-s3.port.iceberg={numbers[-2]}", f"-s3.port.lance={numbers[-1]}",
+        "-master.volumeSizeLimitMB=256", "-volume.max=64", "-master.telemetry=false",
+    ]  # fmt: skip
+    return args, f"http://127.0.0.1:{ports['s3']}"
+
+
 @contextlib.contextmanager
-def seaweedfs(data: Path | None = None) -> Iterator[Bucket]:
-    """`weed server -s3` on loopback with one bucket (many small volumes, so any test fits)."""
+def seaweedfs(data: Path | None = None, attempts: int = 3) -> Iterator[Bucket]:
+    """`weed server -s3` on loopback with one bucket (many small volumes, so any test fits).
+
+    A server that exits while starting (a port taken between choosing and binding it) is
+    started again on other ports, up to `attempts` times; the error quotes its log."""
     weed = _weed()
     if weed is None:
         raise RuntimeError(missing("s3") or "no weed")
     with contextlib.ExitStack() as stack:
         folder = data or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="weed-")))
-        names = ("s3", "master", "volume", "filer")
-        ports = {k: free_port() for k in names}
-        grpc = {k: free_port() for k in names}
-        args = [
-            weed, "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
-            f"-s3.port={ports['s3']}", f"-master.port={ports['master']}",
-            f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-            *(f"-{k}.port.grpc={p}" for k, p in grpc.items()),
-            f"-s3.port.iceberg={free_port()}", f"-s3.port.lance={free_port()}",
-            "-master.volumeSizeLimitMB=256", "-volume.max=64", "-master.telemetry=false",
-        ]  # fmt: skip
-        log = open(folder / "weed.log", "wb")  # noqa: SIM115 - closed by the stack
-        stack.callback(log.close)
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        for attempt in range(1, attempts + 1):
+            args, endpoint = _weed_args(weed, folder)
+            log_path = folder / f"weed-{attempt}.log"
+            log = open(log_path, "wb")  # noqa: SIM115 - closed by the stack
+            stack.callback(log.close)
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            stack.callback(_stop, proc)
 
-        def stop() -> None:
-            proc.terminate()
+            def bucket_made(proc: subprocess.Popen[bytes] = proc, endpoint: str = endpoint) -> bool:
+                if proc.poll() is not None:
+                    raise _Exited
+                req = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return bool(r.status == 200)
+
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-        stack.callback(stop)
-        endpoint = f"http://127.0.0.1:{ports['s3']}"
-
-        def bucket_made() -> bool:
-            req = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return bool(r.status == 200)
-
-        _wait(bucket_made, 60, "SeaweedFS")
+                _wait(bucket_made, 60, "SeaweedFS")
+                break
+            except (_Exited, RuntimeError) as exc:
+                _stop(proc)
+                tail = log_path.read_bytes()[-600:].decode("utf-8", "replace")
+                if attempt == attempts:
+                    why = "exited" if isinstance(exc, _Exited) else "did not answer in 60s"
+                    raise RuntimeError(
+                        f"SeaweedFS {why} ({attempts} attempts); the end of its log: {tail}"
+                    ) from None
         bucket = Bucket(endpoint, BUCKET, {
             "endpoint_url": endpoint, "access_key_id": "test", "secret_access_key": "test",
         })  # fmt: skip
@@ -155,6 +178,23 @@ def seaweedfs(data: Path | None = None) -> Iterator[Bucket]:
 
         _wait(writable, 60, "SeaweedFS volumes")
         yield bucket
+
+
+class _Exited(Exception):
+    """The server process ended while we waited for it."""
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Ask, then make: weed takes 10 s to honour SIGTERM, and a test server's data is thrown
+    away anyway."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass

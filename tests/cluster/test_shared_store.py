@@ -288,3 +288,24 @@ def test_serve_with_an_unreachable_bucket_stops_in_one_line(tmp_path: Path) -> N
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "shared store" in lines[0], proc.stderr
+
+
+def test_a_seaweedfs_that_exits_while_starting_is_started_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rlm_mcp.testing import infra
+
+    if infra.missing("s3"):
+        pytest.skip(infra.missing("s3") or "")
+    real = infra._weed_args
+    calls: list[int] = []
+
+    def first_one_fails(weed: str, folder: Path) -> tuple[list[str], str]:
+        calls.append(1)
+        args, endpoint = real(weed, folder)
+        return ([weed, "no-such-command"] if len(calls) == 1 else args), endpoint
+
+    monkeypatch.setattr(infra, "_weed_args", first_one_fails)
+    with infra.seaweedfs() as started:
+        assert len(calls) == 2
+        assert started.objects("x") is not None
