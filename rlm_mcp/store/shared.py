@@ -428,7 +428,6 @@ class SharedCache:
         def fetch(frame: _frames.Frame) -> Any:
             end = frame.stored_at + frame.stored
             stored = self._obs.get_range(self.objects, path, start=frame.stored_at, end=end)
-            self.downloaded_bytes += frame.stored
             view = memoryview(_frames.decode(frame, stored))
             written = 0
             while written < len(view):
@@ -440,16 +439,20 @@ class SharedCache:
         try:
             with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="rlm-get") as pool:
                 ahead = zip(range(DOWNLOAD_WINDOW), todo, strict=False)
-                pending: deque[Future[Any]] = deque(pool.submit(fetch, f) for _, f in ahead)
+                pending: deque[tuple[int, Future[Any]]] = deque(
+                    (f.stored, pool.submit(fetch, f)) for _, f in ahead
+                )
                 try:
                     while pending:
-                        view = pending.popleft().result()
+                        stored, future = pending.popleft()
+                        view = future.result()
                         following = next(todo, None)
                         if following is not None:
-                            pending.append(pool.submit(fetch, following))
+                            pending.append((following.stored, pool.submit(fetch, following)))
                         digest.update(view)  # overlaps the frames still coming
+                        self.downloaded_bytes += stored  # counted here, by one thread
                 finally:
-                    for future in pending:
+                    for _, future in pending:
                         future.cancel()  # after a failure, the frames not yet started
         finally:
             os.close(fd)
