@@ -104,8 +104,18 @@ def test_a_run_id_belongs_to_its_tenant_and_expires() -> None:
     now[0] = 198.0
     runs.get("tenant-a", run_id)
     now[0] = 299.0
-    with pytest.raises(SessionExpiredError, match="expire after 100s unused"):
+    with pytest.raises(SessionExpiredError, match="expire after 100s unused") as caught:
         runs.get("tenant-a", run_id)
+    assert "replica" not in str(caught.value)  # one server: nothing about others
+
+
+def test_with_several_replicas_an_unknown_run_id_says_it_may_be_another_replicas() -> None:
+    a, b = RunRegistry(100.0, replicas=True), RunRegistry(100.0, replicas=True)
+    from rlm_mcp.conversation import Conversation
+
+    run_id, _ = a.mint(None, lambda rid: Conversation())
+    with pytest.raises(SessionExpiredError, match="continues only on the one that started it"):
+        b.get(None, run_id)
 
 
 SCHEMA = {

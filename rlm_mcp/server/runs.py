@@ -38,9 +38,18 @@ class ContinuedRun:
 class RunRegistry:
     """run_id -> its conversation, per tenant, with idle expiry."""
 
-    def __init__(self, idle_seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        idle_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        replicas: bool = False,
+    ) -> None:
         self.idle_seconds = idle_seconds
         self._clock = clock
+        #: One of several replicas (--stateless or a Ray cluster): a run lives on the one that
+        #: started it, so an unknown id may be another replica's, and the error says so.
+        self.replicas = replicas
         self._runs: OrderedDict[str, ContinuedRun] = OrderedDict()
 
     def mint(
@@ -62,10 +71,16 @@ class RunRegistry:
         if run is None or run.tenant != tenant or now - run.last_used > self.idle_seconds:
             if run is not None and run.tenant == tenant:
                 del self._runs[run_id]
+            elsewhere = (
+                "; with several replicas a run continues only on the one that started it, and "
+                "this call reached another (see docs/deployment.md)"
+                if self.replicas
+                else ""
+            )
             raise SessionExpiredError(
                 f"run_id {run_id[:48]!r} is unknown or expired (runs expire after "
-                f"{self.idle_seconds:.0f}s unused and belong to the client that started them): "
-                "call rlm_complete with handle or text to start a new run."
+                f"{self.idle_seconds:.0f}s unused and belong to the client that started them"
+                f"{elsewhere}): call rlm_complete with handle or text to start a new run."
             )
         run.last_used = now
         self._runs.move_to_end(run_id)

@@ -59,10 +59,9 @@ class AppState:
 
     def __post_init__(self) -> None:
         s = self.runtime.settings
-        self.sessions = SessionRegistry(
-            s.session_idle_seconds, shared=bool(s.stateless or s.ray_address)
-        )
-        self.runs = RunRegistry(s.session_idle_seconds)
+        replicas = bool(s.stateless or s.ray_address)
+        self.sessions = SessionRegistry(s.session_idle_seconds, shared=replicas)
+        self.runs = RunRegistry(s.session_idle_seconds, replicas=replicas)
 
     @property
     def settings(self) -> Any:
