@@ -58,6 +58,9 @@ class Conversation:
         self.lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self._session: Any = None
+        #: Some turns ran on another replica (known from the shared record): their answers are
+        #: recalled, their variables are not in this REPL.
+        self.moved = False
 
     def record(self, question: str | None, answer: str, stop_reason: str) -> None:
         self.turns.append(Turn(question, answer, stop_reason))
@@ -75,12 +78,19 @@ class Conversation:
             for i, t in enumerate(shown)
         ]
         skipped = f" (the first {first - 1} are not shown)" if first > 1 else ""
-        return (
-            f"This continues earlier turns in the same REPL{skipped}. Their variables are still "
-            "defined (print(SHOW_VARS()) lists them); reuse them instead of redoing the work.\n"
-            + "\n".join(lines)
-            + "\n\n"
-        )
+        if self.moved:
+            head = (
+                f"This continues earlier turns{skipped}, some or all of which ran on another "
+                "server: their variables may be missing from this REPL (print(SHOW_VARS()) lists "
+                "what it has); recompute what you need.\n"
+            )
+        else:
+            head = (
+                f"This continues earlier turns in the same REPL{skipped}. Their variables are "
+                "still defined (print(SHOW_VARS()) lists them); reuse them instead of redoing "
+                "the work.\n"
+            )
+        return head + "\n".join(lines) + "\n\n"
 
     def root_sandbox(self, fallback: SandboxFactory) -> SandboxFactory:
         """The sandbox factory for this conversation's root runs."""

@@ -104,18 +104,8 @@ def test_a_run_id_belongs_to_its_tenant_and_expires() -> None:
     now[0] = 198.0
     runs.get("tenant-a", run_id)
     now[0] = 299.0
-    with pytest.raises(SessionExpiredError, match="expire after 100s unused") as caught:
+    with pytest.raises(SessionExpiredError, match="expire after 100s unused"):
         runs.get("tenant-a", run_id)
-    assert "replica" not in str(caught.value)  # one server: nothing about others
-
-
-def test_with_several_replicas_an_unknown_run_id_says_it_may_be_another_replicas() -> None:
-    a, b = RunRegistry(100.0, replicas=True), RunRegistry(100.0, replicas=True)
-    from rlm_mcp.conversation import Conversation
-
-    run_id, _ = a.mint(None, lambda rid: Conversation())
-    with pytest.raises(SessionExpiredError, match="continues only on the one that started it"):
-        b.get(None, run_id)
 
 
 SCHEMA = {
@@ -208,3 +198,50 @@ async def test_finished_runs_kept_for_follow_ups_never_lock_other_work_out(
             # a follow-up of a run whose REPL made room still answers, in a fresh REPL
             again = await client.call_tool("rlm_complete", {"query": "q2", "run_id": ids[0]})
             assert not again.is_error and again.structured_content["answer"] == "ok"
+
+
+def test_a_run_continues_on_another_replica_from_its_shared_record(tmp_path: Path) -> None:
+    """Two registries over one store, as two replicas over one bucket: the turns and the
+    context's handle travel, the variables do not, and the recap says so."""
+    from rlm_mcp.conversation import Conversation
+    from rlm_mcp.store import ContextStore
+    from rlm_mcp.store.ref import StoredContext
+
+    store = ContextStore(tmp_path / "shared")
+    wall = [1000.0]
+    a = RunRegistry(100.0, records=lambda: store, wall=lambda: wall[0])
+    b = RunRegistry(100.0, records=lambda: store, wall=lambda: wall[0])
+    info = store.load_text("ox giraffe cat")
+    run_id, conv = a.mint("tenant-a", lambda rid: Conversation())
+    conv.context = StoredContext(store, info.handle)
+    conv.record("count words", "3", "final")
+    a.save(run_id)
+
+    moved = b.get("tenant-a", run_id, lambda rid: Conversation())
+    assert moved.handle == info.handle and moved.conversation.context is None
+    assert [t.answer for t in moved.conversation.turns] == ["3"]
+    recap = moved.conversation.recap()
+    assert "ran on another server" in recap and "may be missing" in recap
+    assert "answer (final): 3" in recap
+    assert "still defined" in a.get("tenant-a", run_id).conversation.recap()  # A keeps its REPL
+    for tenant in ("tenant-b", None):  # another tenant's id looks unknown on every replica
+        with pytest.raises(SessionExpiredError):
+            RunRegistry(100.0, records=lambda: store).get(tenant, run_id, lambda r: Conversation())
+    wall[0] += 101  # the record says when it expires; the store's eviction pass removes it then
+    with pytest.raises(SessionExpiredError):
+        RunRegistry(100.0, records=lambda: store, wall=lambda: wall[0]).get(
+            "tenant-a", run_id, lambda r: Conversation()
+        )
+    assert store.get_record(("run", run_id)) is not None
+    store.evict(now=wall[0])
+    assert store.get_record(("run", run_id)) is None
+
+
+def test_without_a_shared_store_a_run_never_leaves_its_server(tmp_path: Path) -> None:
+    from rlm_mcp.conversation import Conversation
+
+    a, b = RunRegistry(100.0), RunRegistry(100.0)
+    run_id, _ = a.mint(None, lambda rid: Conversation())
+    a.save(run_id)  # a no-op
+    with pytest.raises(SessionExpiredError, match="unknown or expired"):
+        b.get(None, run_id, lambda rid: Conversation())

@@ -59,9 +59,13 @@ class AppState:
 
     def __post_init__(self) -> None:
         s = self.runtime.settings
-        replicas = bool(s.stateless or s.ray_address)
-        self.sessions = SessionRegistry(s.session_idle_seconds, shared=replicas)
-        self.runs = RunRegistry(s.session_idle_seconds, replicas=replicas)
+        self.sessions = SessionRegistry(
+            s.session_idle_seconds, shared=bool(s.stateless or s.ray_address)
+        )
+        # with a shared bucket, a run's follow-up may reach another replica and continue there
+        self.runs = RunRegistry(
+            s.session_idle_seconds, records=self.runtime.store if s.store else None
+        )
 
     @property
     def settings(self) -> Any:

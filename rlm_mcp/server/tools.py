@@ -170,11 +170,27 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
                 except ConfigError as exc:
                     raise ArgumentError(f"answer_schema: {exc}") from None
             caller = state.caller(ctx)
+
+            def make(rid: str) -> Conversation:
+                return Conversation(state.run_root(caller, rid))
+
             if run_id is not None:
-                conversation = state.runs.get(caller.tenant, run_id).conversation
+                this_run: str = run_id
+                found = await anyio.to_thread.run_sync(
+                    lambda: state.runs.get(caller.tenant, this_run, make)
+                )
+                conversation = found.conversation
+                if conversation.context is None and handle is None and text is None:
+                    if found.handle is None:  # continued from another replica's record
+                        raise ArgumentError(
+                            "this run continues on another server, which does not have the "
+                            "text it was given inline: send the text again with the follow-up "
+                            "(or load it with load_context and send its handle)"
+                        )
+                    handle = found.handle
             else:
-                run_id, conversation = state.runs.mint(
-                    caller.tenant, lambda rid: Conversation(state.run_root(caller, rid))
+                this_run, conversation = await anyio.to_thread.run_sync(
+                    lambda: state.runs.mint(caller.tenant, make)
                 )
             run = dict(
                 max_iterations=_ceiling(
@@ -219,6 +235,7 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
             )
             async with state.pinned(store, None if info is None else info.handle):
                 result = await rlm.acompletion(context, root_prompt=query, schema=schema)
+            await anyio.to_thread.run_sync(lambda: state.runs.save(this_run))  # other replicas
             answer, stored = await spill(
                 state.store_for(caller),
                 str(result.response),
@@ -250,7 +267,7 @@ def register_tools(mcp: MCPServer, state: AppState) -> None:
                 stop_reason=str(result.stop_reason),
                 partial=result.partial,
                 answer_json=answer_json,
-                run_id=run_id,
+                run_id=this_run,
                 notes=notes,
                 usage=result.usage.to_dict(),
                 trajectory=None if path is None else str(path),

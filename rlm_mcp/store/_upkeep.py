@@ -256,6 +256,11 @@ class Upkeep:
         prune = getattr(self._cache, "prune_local", None)
         if prune is not None:  # a shared store: local copies of what another replica removed
             prune()
+        for key in _list(self._keys("rec")):  # records that say when they stop mattering
+            record = self._cache.get(key)
+            expires = record.get("expires") if isinstance(record, dict) else None
+            if isinstance(expires, (int, float)) and expires < now:
+                self._cache.delete(key)
         for f in [*self._tmp.glob("ingest-*"), *self._tmp.glob("download-*")]:
             try:
                 if now - f.stat().st_mtime > ORPHAN_SECONDS:
