@@ -139,6 +139,14 @@ async def test_two_replicas_behind_haproxy_share_contexts_and_sessions(
                 )
             assert not res.is_error, res.content
             assert res.structured_content["answer"].strip() == str(errors)
+            # its follow-up continues on A, which never saw the run, and through the balancer
+            run_id = res.structured_content["run_id"]
+            for url in (a.url, lb):
+                async with _client(url) as c:
+                    more = await c.call_tool("rlm_complete", {"query": "Again?", "run_id": run_id})
+                assert not more.is_error, more.content
+                assert more.structured_content["answer"].strip() == str(errors)
+                assert more.structured_content["run_id"] == run_id
 
             # a second load of the same text through B uploads nothing
             async with _client(b.url) as c:
