@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from rlm_mcp.errors import ConfigError
 
-__all__ = ["MAGIC", "DamagedError", "Frame", "decode", "encode", "layout", "whole"]
+__all__ = ["MAGIC", "DamagedError", "Frame", "decode", "encode", "layout", "whole", "zstd"]
 
 MAGIC = b"RLMZST01"
 #: Raw bytes per frame: big enough to compress well, small enough to pipeline a download.
@@ -64,7 +64,8 @@ class Frame:
     zstd: bool
 
 
-def _zstd() -> Any:
+def zstd() -> Any:
+    """The zstandard module, or a one-line ConfigError that says how to install it."""
     try:
         import zstandard
     except ImportError:
@@ -76,7 +77,7 @@ def _zstd() -> Any:
 
 
 def _compress(chunk: bytes) -> tuple[bytes, bool]:
-    packed = _zstd().ZstdCompressor(level=LEVEL).compress(chunk)  # a compressor per thread
+    packed = zstd().ZstdCompressor(level=LEVEL).compress(chunk)  # a compressor per thread
     if len(packed) > len(chunk) - len(chunk) // 16:  # saves under 1/16: not worth a decode
         return chunk, False
     return packed, True
@@ -86,7 +87,7 @@ def encode(fh: IO[bytes], workers: int | None = None) -> Iterator[bytes]:
     """The stored object for the text in `fh`, as pieces to upload in order: frames are read
     and compressed a few at a time on `workers` threads (zstd releases the GIL), so the whole
     text is never in memory."""
-    _zstd()
+    zstd()
     workers = workers or min(4, os.cpu_count() or 1)
     frames: list[list[Any]] = []
     with ThreadPoolExecutor(workers, thread_name_prefix="rlm-compress") as pool:
@@ -101,8 +102,8 @@ def encode(fh: IO[bytes], workers: int | None = None) -> Iterator[bytes]:
                 pending.append((len(chunk), pool.submit(_compress, chunk)))
             if pending:
                 raw, future = pending.popleft()
-                packed, zstd = future.result()
-                frames.append([len(packed), raw, "zstd" if zstd else "raw"])
+                packed, squeezed = future.result()
+                frames.append([len(packed), raw, "zstd" if squeezed else "raw"])
                 yield packed
     trailer = json.dumps({"v": 1, "frames": frames}, separators=(",", ":")).encode()
     yield trailer + len(trailer).to_bytes(8, "big") + MAGIC
@@ -158,7 +159,7 @@ def decode(frame: Frame, data: Any) -> Any:
         raise DamagedError("a frame came back short")
     if not frame.zstd:
         return data
-    zstandard = _zstd()
+    zstandard = zstd()
     try:
         if zstandard.get_frame_parameters(data).content_size != frame.raw:
             raise DamagedError("a frame's header disagrees with the trailer")

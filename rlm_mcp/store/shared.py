@@ -89,6 +89,9 @@ def open_bucket(url: str, options: Mapping[str, str]) -> Any:
             "RLM_MCP_STORE names a bucket, which needs the cluster extra: pip install "
             "'rlm-mcp[cluster]'."
         ) from None
+    from rlm_mcp.store._frames import zstd
+
+    zstd()  # texts are stored compressed: missing, it is said now, not at the first load
     opts = dict(options)
     endpoint = opts.pop("endpoint_url", None)
     # a bucket that does not answer fails a call in seconds, not after minutes of retries

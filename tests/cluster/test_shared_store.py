@@ -309,3 +309,13 @@ def test_a_seaweedfs_that_exits_while_starting_is_started_again(
     with infra.seaweedfs() as started:
         assert len(calls) == 2
         assert started.objects("x") is not None
+
+
+def test_a_bucket_without_the_compression_library_is_refused_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'rlm-mcp\[cluster\]'"):
+        ContextStore(tmp_path, shared="s3://bucket/prefix", shared_options={})
