@@ -126,11 +126,7 @@ class SessionActor:
                 return
             while True:
                 msg = await read_frame(reader)
-                op = msg.get("op")
-                if op == "ping":
-                    await write_frame(writer, {"kind": "pong"})
-                    continue
-                if op != "start":
+                if msg.get("op") != "start":
                     return
                 try:
                     result = await self._execute(msg, reader, writer)
