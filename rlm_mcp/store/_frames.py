@@ -46,6 +46,7 @@ LEVEL = 3
 #: How much of the object's end a reader fetches first (the trailer of a 100 GB text fits).
 TAIL_BYTES = 256 * 1024
 _FOOTER = 16
+CODECS = ("zstd", "raw")
 
 
 class DamagedError(ValueError):
@@ -127,19 +128,16 @@ def layout(size: int, read: Callable[[int, int], bytes]) -> list[Frame] | None:
         listed = json.loads(tail[-length - _FOOTER : -_FOOTER])["frames"]
         frames, stored_at, raw_at = [], 0, 0
         for stored, raw, codec in listed:
-            if not (isinstance(stored, int) and isinstance(raw, int)) or codec not in (
-                "zstd",
-                "raw",
-            ):
+            if not isinstance(stored, int) or not isinstance(raw, int) or codec not in CODECS:
                 raise DamagedError("its trailer lists a frame it cannot describe")
             if not 0 <= raw <= MAX_FRAME_BYTES or stored < 0 or (codec == "raw" and stored != raw):
                 raise DamagedError("its trailer lists a frame of an impossible size")
             frames.append(Frame(stored_at, stored, raw_at, raw, codec == "zstd"))
             stored_at += stored
             raw_at += raw
-    except (ValueError, TypeError, KeyError) as exc:
-        if isinstance(exc, DamagedError):
-            raise
+    except DamagedError:
+        raise
+    except (ValueError, TypeError, KeyError):
         raise DamagedError("its trailer is not readable") from None
     if stored_at + length + _FOOTER != size:
         raise DamagedError("its frames do not add up to the object's size")

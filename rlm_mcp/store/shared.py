@@ -404,9 +404,10 @@ class SharedCache:
                 digest = self._download(path, part, frames)
             except _frames.DamagedError as exc:
                 raise self._damaged(handle, str(exc)) from None
-            want = meta.get("sha256") or handle.removeprefix("ctx_")
-            if not digest.startswith(want) or not digest.startswith(handle.removeprefix("ctx_")):
-                raise self._damaged(handle, "it does not match its content hash")
+            # the text must hash to its handle, and to the full hash in its metadata if any
+            for want in (handle.removeprefix("ctx_"), meta.get("sha256") or ""):
+                if not digest.startswith(want):
+                    raise self._damaged(handle, "it does not match its content hash")
             self.local.add(key, MoveIn(part), read=True)
         finally:
             part.unlink(missing_ok=True)
@@ -438,10 +439,10 @@ class SharedCache:
             return view
 
         digest = hashlib.sha256()
-        todo = iter(frames)
+        queued = iter(frames)
         try:
             with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="rlm-get") as pool:
-                ahead = zip(range(DOWNLOAD_WINDOW), todo, strict=False)
+                ahead = zip(range(DOWNLOAD_WINDOW), queued, strict=False)
                 pending: deque[tuple[int, Future[Any]]] = deque(
                     (f.stored, pool.submit(fetch, f)) for _, f in ahead
                 )
@@ -449,7 +450,7 @@ class SharedCache:
                     while pending:
                         stored, future = pending.popleft()
                         view = future.result()
-                        following = next(todo, None)
+                        following = next(queued, None)
                         if following is not None:
                             pending.append((following.stored, pool.submit(fetch, following)))
                         digest.update(view)  # overlaps the frames still coming
