@@ -68,7 +68,7 @@ class RunRegistry:
     ) -> None:
         self.idle_seconds = idle_seconds
         self._clock = clock
-        #: The shared store (get/put/delete_record), made on first use; None: runs stay here.
+        #: The shared store (its get_record/put_record), made on first use; None: runs stay here.
         self._records = records
         self._wall = wall
         self._runs: OrderedDict[str, ContinuedRun] = OrderedDict()
@@ -81,8 +81,7 @@ class RunRegistry:
         run_id = RUN_PREFIX + secrets.token_hex(16)
         conversation = make(run_id)
         self._keep(run_id, ContinuedRun(tenant, conversation, self._clock()))
-        self.save(run_id)
-        return run_id, conversation
+        return run_id, conversation  # its record is written after its first turn (`save`)
 
     def _keep(self, run_id: str, run: ContinuedRun) -> None:
         self._runs[run_id] = run
@@ -106,14 +105,17 @@ class RunRegistry:
         }
         self._records().put_record(("run", run_id), record)
 
+    def _read(self, run_id: str) -> dict[str, Any] | None:
+        """The run's shared record, if there is a shared store and it holds one."""
+        record = None if self._records is None else self._records().get_record(("run", run_id))
+        return record if isinstance(record, dict) else None
+
     def _restore(
         self, tenant: str | None, run_id: str, make: Callable[[str], Conversation]
     ) -> ContinuedRun | None:
         """The run another replica started, from its shared record (a fresh REPL here)."""
-        if self._records is None:
-            return None
-        record = self._records().get_record(("run", run_id))
-        if not isinstance(record, dict) or record.get("tenant") != tenant:
+        record = self._read(run_id)
+        if record is None or record.get("tenant") != tenant:
             return None
         if not isinstance(record.get("expires"), (int, float)) or record["expires"] < self._wall():
             return None
@@ -129,10 +131,8 @@ class RunRegistry:
 
     def _catch_up(self, run_id: str, run: ContinuedRun) -> None:
         """Take the turns another replica added since this one last ran the run."""
-        if self._records is None:
-            return
-        record = self._records().get_record(("run", run_id))
-        turns = record.get("turns") if isinstance(record, dict) else None
+        record = self._read(run_id)
+        turns = None if record is None else record.get("turns")
         if isinstance(turns, list) and len(turns) > len(run.conversation.turns):
             run.conversation.turns = _turns(turns)
             run.conversation.moved = True
