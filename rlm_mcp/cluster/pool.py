@@ -1,10 +1,9 @@
 """`run_repl` sessions on a Ray cluster: any replica finds a session by its key, wherever it runs.
 
 `RayPool` has the part of `SessionPool` that `run_repl` uses (`lease`, `close`, `live_keys`,
-`aclose`). A
-session key has a shared name (a hash of the key's typed parts, so no client input spells it);
-the session's record in the shared store, under that name, names the detached actor that holds
-it ("live") or says it expired. A replica that finds no live actor tells the client why:
+`aclose`). A session key has a shared name (a hash of the key's typed parts, so no client input
+spells it); the session's record in the shared store, under that name, names the detached actor
+that holds it ("live") or says it expired. A replica that finds no live actor tells the client why:
 
 - a session that idled out says it expired (after RLM_MCP_SESSION_IDLE_SECONDS);
 - one whose node or actor died says it was lost;
@@ -82,6 +81,14 @@ def session_name(key: Hashable) -> str:
     if dataclasses.is_dataclass(key) and not isinstance(key, type):
         parts = dataclasses.astuple(key)
     return "rlm-session-" + hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
+
+
+def _keep_latest(kept: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    """Put `key` last in `kept`, dropping the oldest beyond ACTOR_HANDLES."""
+    kept[key] = value
+    kept.move_to_end(key)
+    while len(kept) > ACTOR_HANDLES:
+        kept.popitem(last=False)
 
 
 class Channel:
@@ -400,10 +407,7 @@ class RayPool:
         self._refill(delay=0.0)
 
     def _remember(self, name: str, actor: Any) -> None:
-        self._actors[name] = actor
-        self._actors.move_to_end(name)
-        while len(self._actors) > ACTOR_HANDLES:
-            self._actors.popitem(last=False)
+        _keep_latest(self._actors, name, actor)
 
     @asynccontextmanager
     async def lease(
@@ -422,10 +426,7 @@ class RayPool:
             actor, note = known, None
         else:
             actor, note = await anyio.to_thread.run_sync(lambda: self._find(name))
-        self._leased[key] = None
-        self._leased.move_to_end(key)
-        while len(self._leased) > ACTOR_HANDLES:
-            self._leased.popitem(last=False)
+        _keep_latest(self._leased, key, None)
         session = RemoteSession(self, name, actor, note)
         session.context = context
         session.sub_calls = sub_calls
