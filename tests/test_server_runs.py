@@ -25,7 +25,7 @@ def repl(code: str) -> str:
     return f"```repl\n{code}\n```"
 
 
-def _by_question(replies: dict[str, list[str]]) -> ScriptedLM:
+def by_question(replies: dict[str, list[str]]) -> ScriptedLM:
     """A root that answers each question with its own script (turn by turn within a run)."""
 
     def reply(messages: Sequence[Message]) -> str:
@@ -45,7 +45,7 @@ def _server(tmp_path: Path, root: ScriptedLM, **settings: Any) -> Any:
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_run_id_continues_the_same_repl_with_a_recap(tmp_path: Path, mode: str) -> None:
-    root = _by_question(
+    root = by_question(
         {
             "count words": [repl("words = context.split()\nn = len(words)"), "FINAL_VAR(n)"],
             "longest?": [repl("best = max(words, key=len)"), "FINAL_VAR(best)"],

@@ -4,33 +4,20 @@ real SeaweedFS bucket, each with its own pool, driven through MCP clients."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
+from test_server_runs import by_question, repl  # the same scripted root, per question
 
 from rlm_mcp.config import Settings
-from rlm_mcp.lm.base import Message
 from rlm_mcp.lm.scripted import ScriptedLM
 from rlm_mcp.server import build_server
 from rlm_mcp.testing.infra import Bucket
 
 pytestmark = pytest.mark.anyio
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
-
-
-def _root(replies: dict[str, list[str]]) -> ScriptedLM:
-    def reply(messages: Sequence[Message]) -> str:
-        question = next(q for q in replies if f"The question: {q}" in messages[1].content)
-        return replies[question][sum(1 for m in messages if m.role == "assistant")]
-
-    return ScriptedLM(reply)
 
 
 def _replica(home: Path, url: str, bucket: Bucket, root: ScriptedLM) -> Any:
@@ -51,7 +38,7 @@ async def test_a_follow_up_on_another_replica_continues_the_run(
         "longest?": [repl("best = max(context.split(), key=len)"), "FINAL_VAR(best)"],
         "first word": [repl("w = context.split()[0]"), "FINAL_VAR(w)"],
     }
-    root_a, root_b = _root(script), _root(script)
+    root_a, root_b = by_question(script), by_question(script)
     a = _replica(tmp_path / "a", url, bucket, root_a)
     b = _replica(tmp_path / "b", url, bucket, root_b)
     with anyio.fail_after(120):
