@@ -34,7 +34,17 @@ from typing import IO, Any
 
 from rlm_mcp.errors import ConfigError
 
-__all__ = ["MAGIC", "DamagedError", "Frame", "decode", "encode", "layout", "whole", "zstd"]
+__all__ = [
+    "MAGIC",
+    "DamagedError",
+    "Frame",
+    "decode",
+    "decode_into",
+    "encode",
+    "layout",
+    "whole",
+    "zstd",
+]
 
 MAGIC = b"RLMZST01"
 #: Raw bytes per frame: big enough to compress well, small enough to pipeline a download.
@@ -150,20 +160,31 @@ def whole(size: int, piece: int) -> list[Frame]:
             range(0, size, piece)]  # fmt: skip
 
 
-def decode(frame: Frame, data: Any) -> Any:
-    """The text bytes of `frame`, from its stored bytes; DamagedError unless exactly
-    `frame.raw` bytes come out."""
-    if len(memoryview(data)) != frame.stored:
+def decode(frame: Frame, data: Any) -> bytes:
+    """The text bytes of `frame`, from its stored bytes (see `decode_into`)."""
+    out = bytearray(frame.raw)
+    decode_into(frame, data, memoryview(out))
+    return bytes(out)
+
+
+def decode_into(frame: Frame, data: Any, out: memoryview) -> None:
+    """Write the text bytes of `frame`, from its stored bytes, into `out` (exactly `frame.raw`
+    bytes: a reader decompresses straight into the file it fills, with no frame-sized buffer
+    in between); DamagedError unless exactly that many bytes come out."""
+    if len(memoryview(data)) != frame.stored or len(out) != frame.raw:
         raise DamagedError("a frame came back short")
     if not frame.zstd:
-        return data
+        out[:] = data
+        return
     zstandard = zstd()
     try:
         if zstandard.get_frame_parameters(data).content_size != frame.raw:
             raise DamagedError("a frame's header disagrees with the trailer")
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=frame.raw)
+        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False)
+        filled = 0
+        while filled < frame.raw and (n := reader.readinto(out[filled:])):
+            filled += n
+        if filled != frame.raw or reader.read(1):
+            raise DamagedError("a frame does not decompress to its stated size")
     except zstandard.ZstdError:
         raise DamagedError("a frame does not decompress") from None
-    if len(out) != frame.raw:
-        raise DamagedError("a frame decompressed to the wrong size")
-    return out

@@ -24,8 +24,10 @@ RLM_MCP_STORE names a bucket.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
+import mmap
 import os
 import re
 import secrets
@@ -38,7 +40,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from rlm_mcp.errors import ConfigError, ContextDamagedError, StoreUnavailableError
+from rlm_mcp.errors import (
+    ConfigError,
+    ContextDamagedError,
+    InputTooLargeError,
+    StoreUnavailableError,
+)
 
 __all__ = ["SharedCache", "open_bucket", "s3_options"]
 
@@ -173,6 +180,11 @@ def _blob(key: Any) -> bool:
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _unmap(mapped: mmap.mmap, view: memoryview) -> None:
+    view.release()
+    mapped.close()
 
 
 def _guarded(method: _F) -> _F:
@@ -417,30 +429,40 @@ class SharedCache:
         """Fetch the object's `frames` into `part` (the text) and return the text's SHA-256.
 
         DOWNLOAD_CONCURRENCY threads each take the next frame: a ranged GET (several
-        connections fill the pipe where one stream would not), its decompression (zstd lets go
-        of the GIL) and a write at the frame's place in the text. This thread hashes the frames
-        in order as they come back, with up to DOWNLOAD_WINDOW frames asked for ahead of it so
-        the fetching threads never wait for the hash; at most that many frames are in memory.
+        connections fill the pipe where one stream would not), then its decompression (zstd
+        lets go of the GIL) straight into the frame's place in `part`, mapped into memory.
+        A frame-sized buffer per frame, written out after, cost a fresh 8 MB allocation and a
+        copy each: a 100 MB download took 0.14-0.27 s that way against 0.11-0.14 s mapped.
+        The file's blocks are reserved first, so a full disk is an OSError here and never a
+        SIGBUS on a mapped page. This thread hashes the frames in order as they come back,
+        with up to DOWNLOAD_WINDOW frames asked for ahead of it so the fetching threads never
+        wait for the hash; at most that many frames are mapped at once.
         """
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
 
         from rlm_mcp.store import _frames
 
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
 
-        def fetch(frame: _frames.Frame) -> Any:
+        def fetch(frame: _frames.Frame) -> tuple[mmap.mmap, memoryview]:
             end = frame.stored_at + frame.stored
             stored = self._obs.get_range(self.objects, path, start=frame.stored_at, end=end)
-            view = memoryview(_frames.decode(frame, stored))
-            written = 0
-            while written < len(view):
-                written += os.pwrite(fd, view[written:], frame.raw_at + written)
-            return view
+            skip = frame.raw_at % mmap.ALLOCATIONGRANULARITY  # a mapping starts on a page
+            mapped = mmap.mmap(fd, skip + frame.raw, offset=frame.raw_at - skip)
+            view = memoryview(mapped)[skip:]
+            try:
+                _frames.decode_into(frame, stored, view)
+            except BaseException:
+                _unmap(mapped, view)
+                raise
+            return mapped, view
 
         digest = hashlib.sha256()
-        queued = iter(frames)
+        queued = iter(f for f in frames if f.raw)  # an empty frame has nothing to map
         try:
+            if frames:
+                self._reserve(fd, frames[-1].raw_at + frames[-1].raw)
             with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="rlm-get") as pool:
                 ahead = zip(range(DOWNLOAD_WINDOW), queued, strict=False)
                 pending: deque[tuple[int, Future[Any]]] = deque(
@@ -449,18 +471,33 @@ class SharedCache:
                 try:
                     while pending:
                         stored, future = pending.popleft()
-                        view = future.result()
+                        mapped, view = future.result()
                         following = next(queued, None)
                         if following is not None:
                             pending.append((following.stored, pool.submit(fetch, following)))
                         digest.update(view)  # overlaps the frames still coming
+                        _unmap(mapped, view)
                         self.downloaded_bytes += stored  # counted here, by one thread
                 finally:
                     for _, future in pending:
-                        future.cancel()  # after a failure, the frames not yet started
+                        if not future.cancel():  # after a failure: unmap what is done
+                            with suppress(BaseException):
+                                _unmap(*future.result())
         finally:
             os.close(fd)
         return digest.hexdigest()
+
+    def _reserve(self, fd: int, size: int) -> None:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise InputTooLargeError(
+                f"No room on this machine's disk to cache a context of {size:,} bytes from the "
+                f"shared store (under {self._tmp}); free some space there, or move the cache "
+                "with RLM_MCP_HOME."
+            ) from None
 
     def _damaged(self, handle: str, why: str) -> ContextDamagedError:
         """Set the bad copy aside (kept, under ``("damaged", handle, time)``, until the context

@@ -165,6 +165,28 @@ def test_a_damaged_frame_is_refused_and_nothing_half_written_is_kept(
     assert not list((tmp_path / "b").rglob("download-*"))
 
 
+def test_a_full_disk_while_caching_a_download_is_a_clear_error_and_keeps_nothing(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from rlm_mcp.errors import InputTooLargeError
+
+    a, b = _pair(bucket, tmp_path)
+    info = a.load_text("a line of text\n" * 10_000)
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "posix_fallocate", full)
+        with pytest.raises(InputTooLargeError, match="No room on this machine's disk"):
+            b.text_path(info.handle)
+    assert not list((tmp_path / "b").rglob("download-*"))
+    assert b.text_path(info.handle).read_text() == "a line of text\n" * 10_000  # room again
+
+
 def test_texts_are_stored_compressed_in_frames_and_read_back_exactly(
     bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,7 +194,8 @@ def test_texts_are_stored_compressed_in_frames_and_read_back_exactly(
 
     from rlm_mcp.store import _frames
 
-    monkeypatch.setattr(_frames, "FRAME_BYTES", 4096)  # many frames, split inside characters
+    # many frames, split inside characters, each mapped from an offset off a page boundary
+    monkeypatch.setattr(_frames, "FRAME_BYTES", 5000)
     a, b = _pair(bucket, tmp_path)
     text = "".join(f"{i:06d} 東京 ü naïve {i * 7919 % 1000}\n" for i in range(20_000))
     info = a.load_text(text)
@@ -183,7 +206,7 @@ def test_texts_are_stored_compressed_in_frames_and_read_back_exactly(
     frames = _frames.layout(
         size, lambda s, e: bytes(obstore.get_range(objects, path, start=s, end=e))
     )
-    assert frames is not None and len(frames) == -(-info.bytes // 4096)
+    assert frames is not None and len(frames) == -(-info.bytes // 5000)
     assert b.text_path(info.handle).read_bytes() == text.encode()
     assert b._cache.downloaded_bytes < info.bytes  # type: ignore[attr-defined]
 
