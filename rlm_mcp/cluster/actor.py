@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import itertools
 import secrets
@@ -28,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlm_mcp.cluster.feed import PipeFeed
 from rlm_mcp.cluster.wire import (
     ChannelClosed,
     error_to_wire,
@@ -35,7 +37,7 @@ from rlm_mcp.cluster.wire import (
     result_to_wire,
     write_frame,
 )
-from rlm_mcp.errors import RLMError
+from rlm_mcp.errors import RLMError, SandboxError
 from rlm_mcp.sandbox.session import ContextSpec, SandboxLimits, SandboxSession
 from rlm_mcp.sandbox.types import ExecResult
 
@@ -70,6 +72,7 @@ class SessionActor:
         self._store_args = (cache_dir, store_url, dict(store_options))
         self._store: Any = None
         self._session: SandboxSession | None = None
+        self._used = False  # code has run for a caller (the standby's warm-up does not count)
         self._last = time.monotonic()
         self._running = 0
         self._reaper: asyncio.Task[None] | None = None
@@ -167,8 +170,8 @@ class SessionActor:
         try:
             async with self._lock:
                 self._last = time.monotonic()
-                spec = await self._spec(msg.get("handle"), documents)
-                session = await self._ensure(spec)
+                session = await self._attach(msg.get("handle"), documents)
+                self._used = True
                 return await session.execute(
                     str(msg["code"]),
                     timeout=None if timeout is None else float(timeout),
@@ -226,17 +229,61 @@ class SessionActor:
             self._store = ContextStore(cache_dir, shared=url, shared_options=options)
         return self._store
 
-    async def _spec(
+    async def _attach(
         self, handle: str | None, documents: Sequence[tuple[str, int, int]]
-    ) -> ContextSpec | None:
+    ) -> SandboxSession:
+        """The session, with the context `handle` names (read from this node's cache, which
+        downloads it from the bucket the first time)."""
         if handle is None:
-            return None
+            return await self._ensure(None)
         current = self._session.context if self._session is not None else None
         if current is not None and current.handle == handle and current.documents == documents:
-            return current  # the replica resolved the handle already: no lookup per warm call
+            return await self._ensure(current)  # the replica resolved the handle: no lookup
         store = self._open_store()
-        path: Path = await asyncio.to_thread(store.text_path, handle)
-        return ContextSpec(path=path, documents=tuple(documents), handle=handle)
+        if self._used:  # its variables must survive whatever happens to the download
+            path: Path = await asyncio.to_thread(store.text_path, handle)
+            return await self._ensure(ContextSpec(path=path, documents=documents, handle=handle))
+        return await self._stream(store, handle, documents)
+
+    async def _stream(
+        self, store: Any, handle: str, documents: Sequence[tuple[str, int, int]]
+    ) -> SandboxSession:
+        """A session's first context, read by its worker while the download fills it (see
+        cluster.feed); a text already on this node is read as usual."""
+        feed = PipeFeed(asyncio.get_running_loop())
+        download = asyncio.ensure_future(asyncio.to_thread(store.text_path, handle, feed))
+        pending = ContextSpec(documents=tuple(documents), handle=handle)
+        try:
+            session = await self._ensure(None)  # (a worker that is starting overlaps too)
+            ready = asyncio.ensure_future(feed.ready.wait())
+            await asyncio.wait({download, ready}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if feed.fd is None:  # on this node already, or refused before any byte came
+                path: Path = await download
+                await session.set_context(dataclasses.replace(pending, path=path))
+                return session
+            load = asyncio.ensure_future(
+                session.set_context(pending, growing=(feed.fd, feed.read_end))
+            )
+            try:
+                path = await download
+            except BaseException:
+                feed.stop()  # the worker sees the pipe close and drops what it read
+                with contextlib.suppress(Exception):
+                    await load
+                raise
+            feed.whole()
+            landed = dataclasses.replace(pending, path=path)
+            try:
+                await load
+            except (SandboxError, TimeoutError):  # its worker was restarted (a download
+                # slower than a request may take), or the pipe never arrived: read the file
+                await session.set_context(landed)
+            else:
+                session.context_landed(landed)
+            return session
+        finally:
+            feed.close()
 
     async def _ensure(self, spec: ContextSpec | None) -> SandboxSession:
         if self._session is None:  # llm_query exists in the code; each call relays its own

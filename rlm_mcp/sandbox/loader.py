@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["ContextTooLargeError", "memory_headroom", "read_text"]
+__all__ = ["READY_WHOLE", "ContextTooLargeError", "Growing", "memory_headroom", "read_text"]
 
 _CHUNK = 4 * 1024 * 1024
 _FAST_MIN = 1024 * 1024  # below this the ordinary read is as good
@@ -27,6 +27,43 @@ _MB = 1024 * 1024
 
 class ContextTooLargeError(Exception):
     """The context does not fit in the memory the worker may still use."""
+
+
+#: What the writer of a growing file sends once the whole file is written and checked.
+READY_WHOLE = 1 << 63
+
+
+class Growing:
+    """A file still being written, and the pipe on which its writer reports progress.
+
+    A session on another node downloads its context while its worker already reads it: the
+    writer sends 8-byte big-endian counts ("the file's first N bytes are in place"), then
+    READY_WHOLE once the whole text is written *and* matches its hash. The reader may copy
+    bytes as they land, but `read_text` returns only after READY_WHOLE, so no code ever runs
+    on a text that was not checked. The pipe closing before READY_WHOLE means the download
+    failed.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.have = 0
+        self.whole = False
+        self._pending = b""
+
+    def wait(self, upto: int | None) -> None:
+        """Block until the first `upto` bytes are in place (None: the whole, checked file)."""
+        while not self.whole and (upto is None or self.have < upto):
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                raise OSError("the context's download stopped before the text was whole")
+            self._pending += chunk
+            while len(self._pending) >= 8:
+                count = int.from_bytes(self._pending[:8], "big")
+                self._pending = self._pending[8:]
+                if count == READY_WHOLE:
+                    self.whole = True
+                else:
+                    self.have = max(self.have, count)
 
 
 @functools.cache
@@ -66,7 +103,12 @@ def source_size(source: str | int) -> int:
     return os.fstat(source).st_size if isinstance(source, int) else os.stat(source).st_size
 
 
-def _read_ascii(path: str | int, size: int, alloc: Callable[[int], tuple[str, int]]) -> str | None:
+def _read_ascii(
+    path: str | int,
+    size: int,
+    alloc: Callable[[int], tuple[str, int]],
+    growing: Growing | None = None,
+) -> str | None:
     """The file as one ASCII str filled in place; None if it is not ASCII (or changed size)."""
     text, address = alloc(size)
     buf = bytearray(min(_CHUNK, size))
@@ -75,28 +117,41 @@ def _read_ascii(path: str | int, size: int, alloc: Callable[[int], tuple[str, in
     pos = 0
     with _open(path) as fh:
         while pos < size:
-            n = fh.readinto(view[: min(len(buf), size - pos)])
+            want = min(len(buf), size - pos)
+            if growing is not None:
+                growing.wait(pos + want)
+            n = fh.readinto(view[:want])
             if not n:
                 return None  # the file shrank under us: the ordinary read will say what is there
             if not (buf.isascii() if n == len(buf) else bytes(view[:n]).isascii()):
                 return None
             ctypes.memmove(address + pos, source, n)
             pos += n
+        if growing is not None:
+            growing.wait(None)  # the file is whole (and checked) before it is judged complete
         if fh.read(1):
             return None  # it grew
     view.release()
     return text
 
 
-def read_text(path: str | int, *, allocator: Callable[[int], tuple[str, int]] | None = None) -> str:
+def read_text(
+    path: str | int,
+    *,
+    allocator: Callable[[int], tuple[str, int]] | None = None,
+    growing: Growing | None = None,
+) -> str:
     """The UTF-8 file at `path` (or open descriptor) as a str, with at most one full-size copy
-    alive (ASCII files)."""
+    alive (ASCII files). A `growing` file (its final size already) is read as it is written,
+    and returned once its writer has said it is whole."""
     size = source_size(path)
     alloc = allocator if allocator is not None else _ascii_allocator()
     if alloc is not None and size >= _FAST_MIN:
-        text = _read_ascii(path, size, alloc)
+        text = _read_ascii(path, size, alloc, growing)
         if text is not None:
-            return text
+            return text  # _read_ascii waited for the writer's word that it is whole
+    if growing is not None:
+        growing.wait(None)
     with _open(path) as fh:
         data = fh.read()
     return data.decode("utf-8")

@@ -156,6 +156,12 @@ class _Worker:
             os.close(fd)
         return {**frame, "path": None, "fd": True}
 
+    def growing_frame(self, spec: ContextSpec, fd: int, ready: int) -> dict[str, Any]:
+        """The frame that sets `spec` from a file still being written (`fd`), with the pipe
+        its writer reports progress on (`ready`): see loader.Growing."""
+        socket.send_fds(self.channel, [b"f"], [fd, ready])
+        return {**spec.frame(), "path": None, "fd": True, "growing": True}
+
     async def send(self, message: dict[str, Any]) -> None:
         assert self.process.stdin is not None
         try:
@@ -501,11 +507,18 @@ class SandboxSession:
             )
         return None
 
-    async def _context_request(self, spec: ContextSpec) -> dict[str, Any]:
+    async def _context_request(
+        self, spec: ContextSpec, growing: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
         async with self._lock:
             await self.start()
             assert self._worker is not None
             worker = self._worker
+        if growing is not None:
+            fd, ready = growing
+            return await self._request(
+                {"op": "context"}, frame_of=lambda: worker.growing_frame(spec, fd, ready)
+            )
         return await self._request({"op": "context"}, frame_of=lambda: worker.context_frame(spec))
 
     async def _request(
@@ -528,19 +541,28 @@ class SandboxSession:
                     await self._restart()
                 raise
 
-    async def set_context(self, ctx: ContextSpec | None) -> None:
+    async def set_context(
+        self, ctx: ContextSpec | None, *, growing: tuple[int, int] | None = None
+    ) -> None:
         """Swap `context`/`documents`, keeping every other variable.
 
         A context that does not fit in the worker's memory limit is refused with a SandboxError
         saying so (the session keeps its previous context when nothing was dropped yet).
+        `growing` is (file, progress pipe) for a text still being downloaded, read as it lands
+        (loader.Growing); the caller names where it landed afterwards with `context_landed`.
         """
         previous, self.context = self.context, ctx
-        if not self.is_alive:
-            return
-        reply = await self._context_request(ctx or ContextSpec())
+        if not self.is_alive and growing is None:  # read when the worker starts (a growing
+            return  # file cannot wait for that: its writer is reporting to this call)
+        reply = await self._context_request(ctx or ContextSpec(), growing)
         if reply.get("error"):
             self.context = previous if reply.get("kept") else ContextSpec()
             raise SandboxError(f"the sandbox could not load the context: {reply['error']}")
+
+    def context_landed(self, spec: ContextSpec) -> None:
+        """A context set while `growing` is whole at `spec.path`: a restarted worker reads it
+        from there."""
+        self.context = spec
 
     async def draft(self) -> str | None:
         """`answer["content"]` set so far, ready or not (None if empty): a partial answer."""

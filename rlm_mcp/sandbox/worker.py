@@ -146,8 +146,10 @@ class Executor:
         text: str | None,
         documents: list[list[Any]] | None,
         fd: int | None = None,
+        ready: int | None = None,
     ) -> None:
         """Replace `context`/`documents`; a context that cannot fit is refused before reading.
+        `ready` is the progress pipe of a file still being written (loader.Growing).
 
         The old context counts as freeable unless a user variable still refers to it. It is
         dropped before the new one is read, so a read that still fails leaves an empty context
@@ -164,7 +166,8 @@ class Executor:
         self.ns["context"] = ""
         self.ns["documents"] = self.documents = ()
         try:
-            ctx = loader.read_text(source) if source is not None else (text or "")
+            growing = loader.Growing(ready) if ready is not None else None
+            ctx = loader.read_text(source, growing=growing) if source is not None else (text or "")
         except MemoryError:
             raise loader.ContextTooLargeError(
                 f"ran out of memory reading the context ({size / 2**20:,.1f} MB); the session's "
@@ -596,25 +599,29 @@ def _preload() -> None:
             importlib.import_module(name)
 
 
-def _receive_fd(channel: socket.socket | None, msg: dict[str, Any]) -> int | None:
-    """The context's descriptor the parent passed along with `msg` (SCM_RIGHTS), if any."""
+def _receive_fds(channel: socket.socket | None, msg: dict[str, Any]) -> list[int]:
+    """The descriptors the parent passed along with `msg` (SCM_RIGHTS): the context's file,
+    then, for a file still being downloaded, the pipe its progress comes on."""
     if channel is None or not msg.get("fd"):
-        return None
-    _, fds, _, _ = socket.recv_fds(channel, 1, 1)
-    return fds[0] if fds else None
+        return []
+    _, fds, _, _ = socket.recv_fds(channel, 1, 2)
+    return list(fds)
 
 
 def _set_context(executor: Executor, channel: socket.socket | None, msg: dict[str, Any]) -> None:
-    fd = _receive_fd(channel, msg)
+    fds = _receive_fds(channel, msg)
     try:
+        if msg.get("growing") and len(fds) < 2:  # never read a growing file blind
+            raise OSError("the context's progress pipe did not arrive (too many open files?)")
         executor.set_context(
-            path=None if fd is not None else msg.get("path"),
+            path=None if fds else msg.get("path"),
             text=msg.get("text"),
             documents=msg.get("documents"),
-            fd=fd,
+            fd=fds[0] if fds else None,
+            ready=fds[1] if msg.get("growing") else None,
         )
     finally:
-        if fd is not None:
+        for fd in fds:
             os.close(fd)
 
 

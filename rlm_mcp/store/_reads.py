@@ -9,11 +9,16 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import diskcache
 
 from rlm_mcp.errors import ContextNotFoundError, DocumentNotFoundError
 from rlm_mcp.store._ingest import Index
 from rlm_mcp.store._parts import DocumentInfo, skip_chars
+
+if TYPE_CHECKING:
+    from rlm_mcp.store.shared import Feed
 
 __all__ = ["Reads"]
 
@@ -44,10 +49,15 @@ class Reads:
             self._indexes[handle] = idx
         return idx
 
-    def text_path(self, handle: str) -> Path:
-        """The on-disk UTF-8 file of the whole text (open it read-only; never write to it)."""
+    def text_path(self, handle: str, feed: Feed | None = None) -> Path:
+        """The on-disk UTF-8 file of the whole text (open it read-only; never write to it).
+        With a shared store, `feed` hears how a download fills the file, when one is needed."""
         h = self._lookup(handle)[0]
-        fh = self._cache.get(f"text:{h}", read=True)
+        key = f"text:{h}"
+        if feed is not None and not isinstance(self._cache, diskcache.Cache):  # shared
+            fh = self._cache.get(key, read=True, feed=feed)
+        else:
+            fh = self._cache.get(key, read=True)
         if fh is None:
             raise ContextNotFoundError(handle)
         try:

@@ -37,7 +37,7 @@ from contextlib import suppress
 from datetime import timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from rlm_mcp.errors import (
@@ -182,6 +182,17 @@ def _blob(key: Any) -> bool:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+class Feed(Protocol):
+    """Told how a download fills its file, so that a reader can start before it ends (a
+    session's worker reads its context as it lands: cluster.feed)."""
+
+    def opened(self, fd: int, size: int) -> None:
+        """The file is open as `fd` (valid during this call only) at its final `size`."""
+
+    def filled(self, upto: int) -> None:
+        """The file's first `upto` bytes are in place (not yet checked against the hash)."""
+
+
 def _unmap(mapped: mmap.mmap, view: memoryview) -> None:
     view.release()
     mapped.close()
@@ -251,9 +262,11 @@ class SharedCache:
         return _decode(bytes(result.bytes())), result.meta.get("e_tag")
 
     @_guarded
-    def get(self, key: Any, default: Any = None, read: bool = False, **_: Any) -> Any:
+    def get(
+        self, key: Any, default: Any = None, read: bool = False, feed: Feed | None = None, **_: Any
+    ) -> Any:
         if _blob(key):
-            return self._get_blob(key, default, read)
+            return self._get_blob(key, default, read, feed)
         found = self._get(key)
         if found is None:
             return default
@@ -377,7 +390,7 @@ class SharedCache:
         self.uploaded_bytes += size
         return True
 
-    def _get_blob(self, key: Any, default: Any, read: bool) -> Any:
+    def _get_blob(self, key: Any, default: Any, read: bool, feed: Feed | None = None) -> Any:
         local = self.local.get(key, default=None, read=read)
         if local is not None:
             return local
@@ -413,7 +426,7 @@ class SharedCache:
                 total = frames[-1].raw_at + frames[-1].raw if frames else 0
                 if isinstance(meta.get("bytes"), int) and total != meta["bytes"]:
                     raise _frames.DamagedError("its frames do not add up to the text's size")
-                digest = self._download(path, part, frames)
+                digest = self._download(path, part, frames, feed)
             except _frames.DamagedError as exc:
                 raise self._damaged(handle, str(exc)) from None
             # the text must hash to its handle, and to the full hash in its metadata if any
@@ -425,7 +438,7 @@ class SharedCache:
             part.unlink(missing_ok=True)
         return self.local.get(key, default=default, read=True)
 
-    def _download(self, path: str, part: Path, frames: list[Any]) -> str:
+    def _download(self, path: str, part: Path, frames: list[Any], feed: Feed | None) -> str:
         """Fetch the object's `frames` into `part` (the text) and return the text's SHA-256.
 
         DOWNLOAD_CONCURRENCY threads each take the next frame: a ranged GET (several
@@ -460,24 +473,28 @@ class SharedCache:
 
         digest = hashlib.sha256()
         queued = iter(f for f in frames if f.raw)  # an empty frame has nothing to map
+        size = frames[-1].raw_at + frames[-1].raw if frames else 0
         try:
-            if frames:
-                self._reserve(fd, frames[-1].raw_at + frames[-1].raw)
+            self._reserve(fd, size)
+            if feed is not None:
+                feed.opened(fd, size)
             with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="rlm-get") as pool:
                 ahead = zip(range(DOWNLOAD_WINDOW), queued, strict=False)
-                pending: deque[tuple[int, Future[Any]]] = deque(
-                    (f.stored, pool.submit(fetch, f)) for _, f in ahead
+                pending: deque[tuple[_frames.Frame, Future[Any]]] = deque(
+                    (f, pool.submit(fetch, f)) for _, f in ahead
                 )
                 try:
                     while pending:
-                        stored, future = pending.popleft()
+                        frame, future = pending.popleft()
                         mapped, view = future.result()
                         following = next(queued, None)
                         if following is not None:
-                            pending.append((following.stored, pool.submit(fetch, following)))
+                            pending.append((following, pool.submit(fetch, following)))
+                        if feed is not None:  # in order, so the text is whole up to here
+                            feed.filled(frame.raw_at + frame.raw)
                         digest.update(view)  # overlaps the frames still coming
                         _unmap(mapped, view)
-                        self.downloaded_bytes += stored  # counted here, by one thread
+                        self.downloaded_bytes += frame.stored  # counted here, by one thread
                 finally:
                     for _, future in pending:
                         if not future.cancel():  # after a failure: unmap what is done
@@ -488,6 +505,8 @@ class SharedCache:
         return digest.hexdigest()
 
     def _reserve(self, fd: int, size: int) -> None:
+        if not size:
+            return
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:

@@ -246,3 +246,45 @@ async def test_a_context_the_session_cannot_read_is_that_error_and_the_session_s
         r = await s.execute("print(x, context[:4])")
     assert r.status == "ok" and r.output.strip() == "41 kept" and not r.reset, r
     await pool.close(key)
+
+
+async def test_a_first_attach_reads_the_text_as_it_downloads_and_runs_only_on_a_checked_one(
+    pool: RayPool,
+) -> None:
+    """A new session's worker reads its context while the node downloads it (cluster.feed):
+    texts over one frame, ASCII or not, arrive exactly; a text changed in the bucket (framed
+    properly, so only its hash can tell) is read whole by the worker and still never seen."""
+    import io
+
+    import obstore
+
+    from rlm_mcp.errors import ContextDamagedError
+    from rlm_mcp.store import _frames
+    from rlm_mcp.store.shared import key_path
+
+    mb = 1024 * 1024
+    line, accented = "%08d ascii line\n", "%08d ligne accentuée 東京\n"
+    for pattern, size in ((line, 20 * mb), (accented, 3 * mb)):  # 3 frames; not ASCII
+        text = "".join(pattern % i for i in range(size // len(pattern % 0)))
+        info = pool.store.load_text(text)
+        key = ("t", secrets.token_hex(4))
+        at = _frames.FRAME_BYTES  # a frame's edge
+        async with pool.lease(key, context=ContextSpec(handle=info.handle)) as s:
+            r = await s.execute(f"print(len(context), repr(context[{at} - 3:{at} + 3]))")
+        assert r.status == "ok", r.error
+        assert r.output == f"{len(text)} {text[at - 3 : at + 3]!r}\n"
+        await pool.close(key)
+
+    real = "the real text, long enough to take the fast path\n" * (2 * mb // 49)
+    damaged = pool.store.load_text(real)
+    fake = real.replace("real", "fake").encode()
+    tampered = b"".join(_frames.encode(io.BytesIO(fake)))  # a valid object of another text
+    obstore.put(pool.store._cache.objects, key_path(f"text:{damaged.handle}"), tampered)  # type: ignore[attr-defined]
+    key = ("t", secrets.token_hex(4))
+    with pytest.raises(ContextDamagedError, match="set aside"):
+        async with pool.lease(key, context=ContextSpec(handle=damaged.handle)) as s:
+            await s.execute("print(context[:20])")
+    async with pool.lease(key) as s:  # the session stays, and holds none of the fake text
+        r = await s.execute("print(repr(context[:20]), 'fake' in context)")
+    assert r.status == "ok" and r.output == "'' False\n" and not r.reset, r
+    await pool.close(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -82,7 +83,7 @@ def test_executor_out_of_memory_while_reading_leaves_an_empty_context(
     path = tmp_path / "ctx.txt"
     path.write_text("new context")
 
-    def boom(path: str) -> str:
+    def boom(path: str, **_: object) -> str:
         raise MemoryError
 
     ex = Executor(max_output_chars=100)
@@ -124,3 +125,101 @@ async def test_reading_a_context_keeps_one_copy_of_it_in_the_worker(tmp_path: Pa
             r = await s.execute("print(len(context), context[:5])")
     assert r.output == f"{path.stat().st_size} 01234\n"
     assert peak_kb - base_kb < 1.3 * size_kb  # a bytes + str read peaks at 2x
+
+
+def _grow(path: Path, data: bytes, pieces: int, *, whole: bool = True) -> tuple[int, Any]:
+    """`path` at its final size with nothing in it yet, and a thread that writes `data` into
+    it in `pieces` and reports each on a pipe (as a download does): the pipe's read end, and
+    the thread, whose `sent_whole` is set just before it says the file is whole."""
+    import os
+    import threading
+    import time
+
+    with path.open("wb") as fh:
+        fh.truncate(len(data))  # unwritten: reads as zeros until written
+    read_end, write_end = os.pipe()
+    step = -(-len(data) // pieces)
+    sent_whole = threading.Event()
+
+    def writer() -> None:
+        with path.open("r+b") as fh:
+            for at in range(0, len(data), step):
+                time.sleep(0.02)  # the reader gets ahead of the writer
+                fh.seek(at)
+                fh.write(data[at : at + step])
+                fh.flush()
+                os.write(write_end, min(len(data), at + step).to_bytes(8, "big"))
+        time.sleep(0.05)  # a whole file, not yet checked: the reader must still wait
+        if whole:
+            sent_whole.set()
+            os.write(write_end, loader.READY_WHOLE.to_bytes(8, "big"))
+        os.close(write_end)
+
+    thread = threading.Thread(target=writer)
+    thread.sent_whole = sent_whole  # type: ignore[attr-defined]
+    thread.start()
+    return read_end, thread
+
+
+@pytest.mark.parametrize("text", ["ascii line of a growing file\n", "ligne accentuée é 東京\n"])
+def test_a_growing_file_is_read_as_it_lands_and_returned_only_once_whole(
+    tmp_path: Path, text: str
+) -> None:
+    import os
+
+    data = (text * (3 * MB // len(text))).encode()
+    path = tmp_path / "growing.txt"
+    ready, thread = _grow(path, data, pieces=7)
+    try:
+        got = loader.read_text(str(path), growing=loader.Growing(ready))
+        confirmed = thread.sent_whole.is_set()  # type: ignore[attr-defined]
+    finally:
+        thread.join()
+        os.close(ready)
+    assert confirmed  # it waited for the writer's word, not only for the last byte
+    assert got == data.decode()  # never the zeros of a part not yet written
+
+
+def test_a_growing_file_whose_writer_stops_before_whole_is_refused(tmp_path: Path) -> None:
+    import os
+
+    data = b"fully written but never confirmed\n" * (2 * MB // 34)
+    path = tmp_path / "growing.txt"
+    ready, thread = _grow(path, data, pieces=3, whole=False)
+    try:
+        with pytest.raises(OSError, match="download stopped before the text was whole"):
+            loader.read_text(str(path), growing=loader.Growing(ready))
+    finally:
+        thread.join()
+        os.close(ready)
+
+
+@pytest.mark.anyio
+async def test_a_session_reads_a_growing_context_and_refuses_one_left_unconfirmed(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    data = b"0123456789abcdef\n" * (4 * MB // 17)
+    limits = SandboxLimits(timeout=10, hard_timeout_grace=1.0)
+    async with SandboxSession(limits=limits) as s:
+        with anyio.fail_after(60):
+            await s.execute("kept = 7")
+            for name, whole in (("good.txt", True), ("bad.txt", False)):
+                path = tmp_path / name
+                ready, thread = _grow(path, data if whole else b"X" * len(data), 5, whole=whole)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    if whole:
+                        await s.set_context(ContextSpec(handle="h"), growing=(fd, ready))
+                        r = await s.execute("print(len(context), context[-17:-1], kept)")
+                        assert r.output == f"{len(data)} 0123456789abcdef 7\n", r
+                    else:
+                        with pytest.raises(SandboxError, match="stopped before"):
+                            await s.set_context(ContextSpec(handle="x"), growing=(fd, ready))
+                        r = await s.execute("print(repr(context[:3]), kept)")
+                        assert r.output == "'' 7\n", r  # nothing of it kept, nothing else lost
+                finally:
+                    await anyio.to_thread.run_sync(thread.join)
+                    os.close(fd)
+                    os.close(ready)
