@@ -276,8 +276,9 @@ class SessionActor:
             landed = dataclasses.replace(pending, path=path)
             try:
                 await load
-            except (SandboxError, TimeoutError):  # its worker was restarted (a download
-                # slower than a request may take), or the pipe never arrived: read the file
+            except (SandboxError, TimeoutError, OSError):  # its worker died or was restarted
+                # (a download slower than a request may take), or the pipe never arrived: the
+                # text is whole and checked now, so read it as usual (its errors are the real ones)
                 await session.set_context(landed)
             else:
                 session.context_landed(landed)

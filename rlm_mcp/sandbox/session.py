@@ -535,10 +535,15 @@ class SandboxSession:
                     extra = frame_of() if frame_of is not None else {}
                     await self._worker.send({**message, **extra})
                     return await self._worker.receive()
-            except BaseException:
+            except BaseException as exc:
                 self._worker.kill()
                 with anyio.CancelScope(shield=True):
                     await self._restart()
+                if isinstance(exc, _WorkerDied):  # private: say what happened instead
+                    raise SandboxError(
+                        f"the sandbox worker died during a {message.get('op')!r} request "
+                        f"(memory limit or signal); {_RESET_NOTE}"
+                    ) from None
                 raise
 
     async def set_context(

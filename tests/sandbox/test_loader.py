@@ -223,3 +223,34 @@ async def test_a_session_reads_a_growing_context_and_refuses_one_left_unconfirme
                     await anyio.to_thread.run_sync(thread.join)
                     os.close(fd)
                     os.close(ready)
+
+
+@pytest.mark.anyio
+async def test_a_worker_killed_while_it_waits_for_a_growing_context_is_a_sandbox_error(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+
+    path = tmp_path / "never.txt"
+    path.write_bytes(b"a" * (2 * MB))
+    ready, write_end = os.pipe()  # nothing is ever reported: the worker waits
+    fd = os.open(path, os.O_RDONLY)
+    async with SandboxSession(limits=SandboxLimits(timeout=10, hard_timeout_grace=1.0)) as s:
+        with anyio.fail_after(60):
+            await s.execute("kept = 1")
+            assert s._worker is not None
+            pid = s._worker.process.pid
+            async with anyio.create_task_group() as tg:
+
+                async def kill_soon() -> None:
+                    await anyio.sleep(0.5)
+                    os.kill(pid, signal.SIGKILL)
+
+                tg.start_soon(kill_soon)
+                with pytest.raises(SandboxError, match="died during a 'context' request"):
+                    await s.set_context(ContextSpec(handle="h"), growing=(fd, ready))
+            r = await s.execute("print(len(context), 'kept' in SHOW_VARS())")
+    for end in (fd, ready, write_end):
+        os.close(end)
+    assert r.status == "ok" and r.output == "0 False\n", r  # a new worker, as it said
