@@ -242,7 +242,8 @@ class SessionActor:
         store = self._open_store()
         if self._used:  # its variables must survive whatever happens to the download
             path: Path = await asyncio.to_thread(store.text_path, handle)
-            return await self._ensure(ContextSpec(path=path, documents=documents, handle=handle))
+            spec = ContextSpec(path=path, documents=tuple(documents), handle=handle)
+            return await self._ensure(spec)
         return await self._stream(store, handle, documents)
 
     async def _stream(

@@ -38,7 +38,6 @@ __all__ = [
     "MAGIC",
     "DamagedError",
     "Frame",
-    "decode",
     "decode_into",
     "encode",
     "layout",
@@ -158,13 +157,6 @@ def whole(size: int, piece: int) -> list[Frame]:
     """A text stored whole, read as raw frames of `piece` bytes (parallel ranged GETs)."""
     return [Frame(at, min(piece, size - at), at, min(piece, size - at), False) for at in
             range(0, size, piece)]  # fmt: skip
-
-
-def decode(frame: Frame, data: Any) -> bytes:
-    """The text bytes of `frame`, from its stored bytes (see `decode_into`)."""
-    out = bytearray(frame.raw)
-    decode_into(frame, data, memoryview(out))
-    return bytes(out)
 
 
 def decode_into(frame: Frame, data: Any, out: memoryview) -> None:
