@@ -446,10 +446,11 @@ class SharedCache:
         lets go of the GIL) straight into the frame's place in `part`, mapped into memory.
         A frame-sized buffer per frame, written out after, cost a fresh 8 MB allocation and a
         copy each: a 100 MB download took 0.14-0.27 s that way against 0.11-0.14 s mapped.
-        The file's blocks are reserved first, so a full disk is an OSError here and never a
-        SIGBUS on a mapped page. This thread hashes the frames in order as they come back,
-        with up to DOWNLOAD_WINDOW frames asked for ahead of it so the fetching threads never
-        wait for the hash; at most that many frames are mapped at once.
+        The file's blocks are reserved first, so a full disk is a clear error here and never
+        a SIGBUS on a mapped page. This thread hashes the frames in order as they come back
+        (and tells `feed` how far the text is in place), with up to DOWNLOAD_WINDOW frames
+        asked for ahead of it so the fetching threads never wait for the hash; at most that
+        many frames are mapped at once.
         """
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
