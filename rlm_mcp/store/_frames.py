@@ -41,6 +41,7 @@ __all__ = [
     "decode_into",
     "encode",
     "layout",
+    "raw_size",
     "whole",
     "zstd",
 ]
@@ -157,6 +158,11 @@ def whole(size: int, piece: int) -> list[Frame]:
     """A text stored whole, read as raw frames of `piece` bytes (parallel ranged GETs)."""
     return [Frame(at, min(piece, size - at), at, min(piece, size - at), False) for at in
             range(0, size, piece)]  # fmt: skip
+
+
+def raw_size(frames: list[Frame]) -> int:
+    """The text's size in bytes: where its last frame ends."""
+    return frames[-1].raw_at + frames[-1].raw if frames else 0
 
 
 def decode_into(frame: Frame, data: Any, out: memoryview) -> None:

@@ -423,8 +423,7 @@ class SharedCache:
                 frames = _frames.layout(size, read_range)
                 if frames is None:  # stored whole (before frames)
                     frames = _frames.whole(size, DOWNLOAD_PART_BYTES)
-                total = frames[-1].raw_at + frames[-1].raw if frames else 0
-                if isinstance(meta.get("bytes"), int) and total != meta["bytes"]:
+                if isinstance(meta.get("bytes"), int) and _frames.raw_size(frames) != meta["bytes"]:
                     raise _frames.DamagedError("its frames do not add up to the text's size")
                 digest = self._download(path, part, frames, feed)
             except _frames.DamagedError as exc:
@@ -474,7 +473,7 @@ class SharedCache:
 
         digest = hashlib.sha256()
         queued = iter(f for f in frames if f.raw)  # an empty frame has nothing to map
-        size = frames[-1].raw_at + frames[-1].raw if frames else 0
+        size = _frames.raw_size(frames)
         try:
             self._reserve(fd, size)
             if feed is not None:
