@@ -29,16 +29,15 @@ class PipeFeed:
         self._loop = loop
         self.ready = asyncio.Event()  # set once the file is open (it may never be: cached)
         self.fd: int | None = None  # our own copy of the file's descriptor
-        self.size = 0
-        self.read_end, self._write_end = os.pipe()
+        self.read_end, writer = os.pipe()
         # The download's thread may still report after the caller gave up (cancelled): the
         # lock and the None keep it from writing to a descriptor number reused meanwhile.
         self._lock = threading.Lock()
-        self._writer: int | None = self._write_end
+        self._writer: int | None = writer
         self._closed = False
 
     def opened(self, fd: int, size: int) -> None:
-        self.fd, self.size = os.dup(fd), size
+        self.fd = os.dup(fd)  # (its size: the worker sees it on the file)
         self._loop.call_soon_threadsafe(self.ready.set)
 
     def filled(self, upto: int) -> None:

@@ -514,12 +514,13 @@ class SandboxSession:
             await self.start()
             assert self._worker is not None
             worker = self._worker
-        if growing is not None:
-            fd, ready = growing
-            return await self._request(
-                {"op": "context"}, frame_of=lambda: worker.growing_frame(spec, fd, ready)
-            )
-        return await self._request({"op": "context"}, frame_of=lambda: worker.context_frame(spec))
+
+        def frame() -> dict[str, Any]:
+            if growing is None:
+                return worker.context_frame(spec)
+            return worker.growing_frame(spec, *growing)
+
+        return await self._request({"op": "context"}, frame_of=frame)
 
     async def _request(
         self,
